@@ -1,0 +1,112 @@
+"""Settings shared by every component, read from environment variables with documented defaults.
+
+Every component (ingest, operator, worker) is configured the same way, so the local stack, the
+Helm chart and the tests all pass the same ``VIDUP_*`` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    return int(raw) if raw not in (None, "") else default
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    return float(raw) if raw not in (None, "") else default
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One place for every knob; see README "Configuration" for the table of variables."""
+
+    #: VIDUP_REDIS_URL: queues, progress, locks and rate limits.
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: VIDUP_STORAGE_DIR: the shared volume holding uploads/ and outputs/.
+    storage_dir: Path = Path("/var/lib/vidup")
+    #: VIDUP_NAMESPACE: where VideoTranscode resources are created and watched.
+    namespace: str = "default"
+    #: VIDUP_QUEUE: the RQ queue transcode jobs go to.
+    queue: str = "transcode"
+    #: VIDUP_MAX_UPLOAD_SIZE: the largest upload accepted, in bytes (Tus-Max-Size).
+    max_upload_size: int = 20 * 1024**3
+    #: VIDUP_UPLOAD_EXPIRY_SECONDS: unfinished uploads expire after this long without progress.
+    upload_expiry_seconds: int = 24 * 3600
+    #: VIDUP_API_KEYS_FILE: JSON file of hashed API keys per tenant (see vidup.apikeys).
+    api_keys_file: Path | None = None
+    #: VIDUP_TOKEN_SECRET: HMAC secret that signs short-lived browser upload tokens.
+    token_secret: str = ""
+    #: VIDUP_TOKEN_TTL_SECONDS: lifetime of a browser upload token.
+    token_ttl_seconds: int = 3600
+    #: VIDUP_RATE_LIMIT_REQUESTS: requests per tenant (a ``limits`` string such as "600/minute").
+    rate_limit_requests: str = "1200/minute"
+    #: VIDUP_RATE_LIMIT_CREATIONS: upload creations per tenant.
+    rate_limit_creations: str = "120/minute"
+    #: VIDUP_MAX_ATTEMPTS: transcode attempts before a video is Failed.
+    max_attempts: int = 3
+    #: VIDUP_RETRY_BASE_SECONDS: first retry delay; each later one doubles.
+    retry_base_seconds: float = 2.0
+    #: VIDUP_RETRY_MAX_SECONDS: the longest retry delay.
+    retry_max_seconds: float = 300.0
+    #: VIDUP_KEEP_OUTPUTS: keep HLS outputs when a VideoTranscode is deleted.
+    keep_outputs: bool = False
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        keys = os.environ.get("VIDUP_API_KEYS_FILE")
+        d = cls()
+        return cls(
+            redis_url=_env("VIDUP_REDIS_URL", d.redis_url),
+            storage_dir=Path(_env("VIDUP_STORAGE_DIR", str(d.storage_dir))),
+            namespace=_env("VIDUP_NAMESPACE", d.namespace),
+            queue=_env("VIDUP_QUEUE", d.queue),
+            max_upload_size=_env_int("VIDUP_MAX_UPLOAD_SIZE", d.max_upload_size),
+            upload_expiry_seconds=_env_int("VIDUP_UPLOAD_EXPIRY_SECONDS", d.upload_expiry_seconds),
+            api_keys_file=Path(keys) if keys else None,
+            token_secret=_env("VIDUP_TOKEN_SECRET", d.token_secret),
+            token_ttl_seconds=_env_int("VIDUP_TOKEN_TTL_SECONDS", d.token_ttl_seconds),
+            rate_limit_requests=_env("VIDUP_RATE_LIMIT_REQUESTS", d.rate_limit_requests),
+            rate_limit_creations=_env("VIDUP_RATE_LIMIT_CREATIONS", d.rate_limit_creations),
+            max_attempts=_env_int("VIDUP_MAX_ATTEMPTS", d.max_attempts),
+            retry_base_seconds=_env_float("VIDUP_RETRY_BASE_SECONDS", d.retry_base_seconds),
+            retry_max_seconds=_env_float("VIDUP_RETRY_MAX_SECONDS", d.retry_max_seconds),
+            keep_outputs=_env_bool("VIDUP_KEEP_OUTPUTS", d.keep_outputs),
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The inverse of :meth:`from_env`, used to hand settings to child processes."""
+        names = {
+            "redis_url": "VIDUP_REDIS_URL", "storage_dir": "VIDUP_STORAGE_DIR",
+            "namespace": "VIDUP_NAMESPACE", "queue": "VIDUP_QUEUE",
+            "max_upload_size": "VIDUP_MAX_UPLOAD_SIZE",
+            "upload_expiry_seconds": "VIDUP_UPLOAD_EXPIRY_SECONDS",
+            "api_keys_file": "VIDUP_API_KEYS_FILE", "token_secret": "VIDUP_TOKEN_SECRET",
+            "token_ttl_seconds": "VIDUP_TOKEN_TTL_SECONDS",
+            "rate_limit_requests": "VIDUP_RATE_LIMIT_REQUESTS",
+            "rate_limit_creations": "VIDUP_RATE_LIMIT_CREATIONS",
+            "max_attempts": "VIDUP_MAX_ATTEMPTS", "retry_base_seconds": "VIDUP_RETRY_BASE_SECONDS",
+            "retry_max_seconds": "VIDUP_RETRY_MAX_SECONDS", "keep_outputs": "VIDUP_KEEP_OUTPUTS",
+        }
+        env: dict[str, str] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            env[names[f.name]] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        return env

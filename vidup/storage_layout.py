@@ -1,0 +1,27 @@
+"""Where things live on the shared volume. Paths in resources are relative to the storage root,
+so every pod may mount the volume wherever it likes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+UPLOADS = "uploads"
+OUTPUTS = "outputs"
+MASTER_PLAYLIST = "master.m3u8"
+
+
+def upload_relpath(upload_id: str) -> str:
+    return f"{UPLOADS}/{upload_id}"
+
+
+def output_relpath(video_id: str) -> str:
+    return f"{OUTPUTS}/{video_id}"
+
+
+def resolve(storage_dir: Path, relpath: str) -> Path:
+    """An absolute path inside the storage root; refuses anything that would escape it."""
+    root = storage_dir.resolve()
+    path = (root / relpath).resolve()
+    if path != root and root not in path.parents:
+        raise ValueError(f"path {relpath!r} escapes the storage root")
+    return path
