@@ -18,7 +18,10 @@ def worker_process(run_dir: Path, env: Mapping[str, str], index: int) -> Managed
 def ingest_process(run_dir: Path, env: Mapping[str, str], port: int, index: int = 0) -> ManagedProcess:
     """The TUS ingest and status API (``python -m vidup_ingest``), listening on 127.0.0.1:port."""
     argv = [sys.executable, "-m", "vidup_ingest", "--host", "127.0.0.1", "--port", str(port)]
-    return ManagedProcess(f"ingest-{index}", argv, run_dir / "logs" / f"ingest-{index}.log", env=env)
+    return ManagedProcess(
+        f"ingest-{index}", argv, run_dir / "logs" / f"ingest-{index}.log", env=env,
+        url=f"http://127.0.0.1:{port}",
+    )
 
 
 def operator_process(run_dir: Path, env: Mapping[str, str], index: int = 0) -> ManagedProcess:

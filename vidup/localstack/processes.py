@@ -17,6 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+class ProcessExited(RuntimeError):
+    """A process we were waiting on died; waiting longer cannot help."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -37,6 +41,8 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, interval: f
         try:
             if check():
                 return
+        except ProcessExited:
+            raise
         except Exception:  # a check that throws simply is not ready yet
             pass
         if time.monotonic() > deadline:
@@ -90,6 +96,8 @@ class ManagedProcess:
     log_path: Path
     env: Mapping[str, str] | None = None
     cwd: Path | None = None
+    #: Where the process answers HTTP, if it serves any (lets a restart wait for readiness).
+    url: str = ""
     popen: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self) -> ManagedProcess:
@@ -115,7 +123,7 @@ class ManagedProcess:
     def check_running(self) -> None:
         """Raise with the log's tail if the process has exited."""
         if self.popen is not None and self.popen.poll() is not None:
-            raise RuntimeError(
+            raise ProcessExited(
                 f"{self.name} exited with code {self.popen.returncode}; last log lines:\n{self.log_tail()}"
             )
 

@@ -1,0 +1,118 @@
+"""The `vidup` command: run the local stack (`up`, `env`, `down`) and build its binaries."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+
+from vidup.localstack import binaries
+from vidup.localstack.stack import ALL_COMPONENTS, Stack, default_runs_root, read_state, stop_from_state
+
+
+def _current_pointer() -> Path:
+    return binaries.cache_root() / "current-run"
+
+
+def _find_run_dir(explicit: str | None) -> Path:
+    if explicit:
+        return Path(explicit)
+    pointer = _current_pointer()
+    if not pointer.exists():
+        raise SystemExit("no vidup stack is running (start one with `vidup up --detach`)")
+    return Path(pointer.read_text().strip())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else default_runs_root() / time.strftime("%Y%m%d-%H%M%S")
+    components = tuple(c for c in ALL_COMPONENTS if c not in (args.without or []))
+    print(f"vidup: starting the local stack; logs in {run_dir}/logs", file=sys.stderr, flush=True)
+    stack = Stack(run_dir, workers=args.workers, components=components).start()
+    _current_pointer().parent.mkdir(parents=True, exist_ok=True)
+    _current_pointer().write_text(str(run_dir))
+    print(f"vidup: ready. run directory: {run_dir}", file=sys.stderr)
+    for key, value in stack.user_env().items():
+        shown = value if key != "VIDUP_TOKEN" else value[:8] + "…"
+        print(f"  {key}={shown}", file=sys.stderr)
+    print('  point your shell at it: eval "$(vidup env)"', file=sys.stderr, flush=True)
+    if args.detach:
+        return 0
+    stopping = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print("vidup: running; Ctrl-C stops everything", file=sys.stderr, flush=True)
+    try:
+        while not stopping:
+            for process in stack.processes:
+                if not process.running():
+                    print(f"vidup: {process.name} exited; see {process.log_path}", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("vidup: stopping", file=sys.stderr, flush=True)
+        stack.stop()
+        if _current_pointer().exists() and _current_pointer().read_text().strip() == str(run_dir):
+            _current_pointer().unlink()
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    state = read_state(_find_run_dir(args.run_dir))
+    for key, value in state["env"].items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    run_dir = _find_run_dir(args.run_dir)
+    stopped = stop_from_state(run_dir)
+    if not args.run_dir and _current_pointer().exists():
+        _current_pointer().unlink()
+    print(f"vidup: stopped {len(stopped)} processes of {run_dir}", file=sys.stderr)
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    tools = binaries.build(force=args.force) if args.force else binaries.ensure()
+    for name, path in vars(tools).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vidup", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the local stack (control plane, Redis, ingest, operator, workers)")
+    up.add_argument("--detach", action="store_true", help="return once everything is ready")
+    up.add_argument("--workers", type=int, default=2, help="FFmpeg worker processes (default 2)")
+    up.add_argument("--run-dir", help="where logs and state go (default: a new dir under the cache)")
+    up.add_argument("--without", action="append", choices=ALL_COMPONENTS, help="leave a component out")
+    up.set_defaults(func=cmd_up)
+
+    env = sub.add_parser("env", help='print export lines for the running stack: eval "$(vidup env)"')
+    env.add_argument("--run-dir")
+    env.set_defaults(func=cmd_env)
+
+    down = sub.add_parser("down", help="stop the running stack")
+    down.add_argument("--run-dir")
+    down.set_defaults(func=cmd_down)
+
+    build = sub.add_parser("build", help="build (or find cached) etcd, kube-apiserver, kubectl and helm")
+    build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.set_defaults(func=cmd_build)
+
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,214 @@
+"""The whole local stack, started by one piece of code for `vidup up` and for the test fixtures.
+
+Order: control plane → CRDs → Redis → ingest → operator → workers. Every process writes its log
+into ``<run dir>/logs``; ``<run dir>/stack.json`` records what runs so another process
+(`vidup env`, `vidup down`) can find and stop it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import urllib.request
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+
+from vidup.apikeys import new_api_key, write_api_keys_file
+from vidup.localstack import components
+from vidup.localstack.controlplane import ControlPlane
+from vidup.localstack.crds import apply_crds
+from vidup.localstack.processes import (
+    ManagedProcess,
+    free_port,
+    kill_group,
+    pid_alive,
+    wait_until,
+)
+from vidup.localstack.redis_server import RedisServer
+from vidup.settings import Settings
+
+DEMO_TENANT = "demo"
+ALL_COMPONENTS = ("ingest", "operator", "worker")
+STATE_FILE = "stack.json"
+
+
+@dataclass
+class Stack:
+    """A running (or startable) local vidup stack rooted at ``run_dir``."""
+
+    run_dir: Path
+    workers: int = 2
+    components: tuple[str, ...] = ALL_COMPONENTS
+    #: Extra VIDUP_* variables for every component, e.g. a faster x264 preset in tests.
+    extra_env: dict[str, str] = field(default_factory=dict)
+    control_plane: ControlPlane | None = None
+    redis: RedisServer | None = None
+    processes: list[ManagedProcess] = field(default_factory=list)
+    settings: Settings | None = None
+    api_key: str = ""
+    ingest_port: int = 0
+
+    # -- start ---------------------------------------------------------------------------------
+
+    def start(self, timeout: float = 120) -> Stack:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.control_plane = ControlPlane(self.run_dir).start(timeout)
+            with self.api_client() as api:
+                apply_crds(api)
+            self.redis = RedisServer(self.run_dir).start()
+            storage = self.run_dir / "storage"
+            storage.mkdir(exist_ok=True)
+            self.api_key = new_api_key()
+            keys_file = self.run_dir / "api-keys.json"
+            write_api_keys_file(keys_file, {DEMO_TENANT: self.api_key})
+            self.settings = replace(
+                Settings.from_env(), redis_url=self.redis.url, storage_dir=storage, namespace="default",
+                api_keys_file=keys_file, token_secret=secrets.token_hex(32),
+            )
+            if "ingest" in self.components:
+                self.start_ingest()
+            if "operator" in self.components:
+                self.start_operator()
+            if "worker" in self.components:
+                for index in range(self.workers):
+                    self.start_worker(index)
+            self._write_state()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def component_env(self) -> dict[str, str]:
+        """The environment every vidup component process gets."""
+        assert self.settings is not None and self.control_plane is not None
+        return {
+            **self.settings.to_env(),
+            "KUBECONFIG": str(self.control_plane.kubeconfig),
+            "PYTHONUNBUFFERED": "1",
+            **self.extra_env,
+        }
+
+    def start_ingest(self, index: int = 0, env: dict[str, str] | None = None) -> ManagedProcess:
+        """Start an ingest replica; the first one's port becomes :attr:`url`."""
+        port = free_port()
+        process = components.ingest_process(self.run_dir, {**self.component_env(), **(env or {})}, port, index)
+        self.processes.append(process.start())
+        wait_until(lambda: _ingest_ready(process), 60, "the ingest to answer")
+        if not self.ingest_port:
+            self.ingest_port = port
+        self._write_state()
+        return process
+
+    def start_operator(self, index: int = 0) -> ManagedProcess:
+        process = components.operator_process(self.run_dir, self.component_env(), index)
+        self.processes.append(process.start())
+        self._write_state()
+        return process
+
+    def start_worker(self, index: int) -> ManagedProcess:
+        """Start one more worker (also used by fault tests to replace a killed one)."""
+        process = components.worker_process(self.run_dir, self.component_env(), index)
+        self.processes.append(process.start())
+        self._write_state()
+        return process
+
+    def restart(self, process: ManagedProcess) -> ManagedProcess:
+        """Start a fresh copy of a component process that was stopped or killed."""
+        process.stop(grace=1)
+        fresh = replace(process, popen=None).start()
+        self.processes[self.processes.index(process)] = fresh
+        if fresh.url:
+            wait_until(lambda: _ingest_ready(fresh), 60, f"{fresh.name} to answer")
+        self._write_state()
+        return fresh
+
+    def process(self, name: str) -> ManagedProcess:
+        return next(p for p in self.processes if p.name == name)
+
+    # -- use -----------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.ingest_port}" if self.ingest_port else ""
+
+    @property
+    def kubeconfig(self) -> Path:
+        assert self.control_plane is not None
+        return self.control_plane.kubeconfig
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(config_file=str(self.kubeconfig))
+
+    def user_env(self) -> dict[str, str]:
+        """What `vidup env` exports: kubectl and the clients point at this stack."""
+        env = {"KUBECONFIG": str(self.kubeconfig), "VIDUP_TOKEN": self.api_key}
+        if self.url:
+            env["VIDUP_URL"] = self.url
+        return env
+
+    # -- stop ----------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        self.processes.clear()
+        if self.redis is not None:
+            self.redis.stop()
+        if self.control_plane is not None:
+            self.control_plane.stop()
+        state = self.run_dir / STATE_FILE
+        if state.exists():
+            state.unlink()
+
+    def all_pids(self) -> list[int]:
+        pids = [p.pid for p in self.processes]
+        if self.redis and self.redis.process:
+            pids.append(self.redis.process.pid)
+        if self.control_plane:
+            pids.extend(p.pid for p in self.control_plane.processes)
+        return pids
+
+    def _write_state(self) -> None:
+        state: dict[str, Any] = {
+            "run_dir": str(self.run_dir),
+            "pids": self.all_pids(),
+            "env": self.user_env(),
+            "components": list(self.components),
+        }
+        path = self.run_dir / STATE_FILE
+        path.write_text(json.dumps(state, indent=2))
+        path.chmod(0o600)
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    return dict(json.loads((run_dir / STATE_FILE).read_text()))
+
+
+def stop_from_state(run_dir: Path) -> list[int]:
+    """Stop a stack that another process started (`vidup down`); returns the pids it stopped."""
+    state = read_state(run_dir)
+    stopped = []
+    for pid in reversed(state["pids"]):
+        if pid_alive(pid):
+            kill_group(pid)
+            stopped.append(pid)
+    (run_dir / STATE_FILE).unlink()
+    return stopped
+
+
+def _ingest_ready(process: ManagedProcess) -> bool:
+    process.check_running()
+    request = urllib.request.Request(f"{process.url}/files/", method="OPTIONS")
+    with urllib.request.urlopen(request, timeout=2) as response:
+        return response.status in (200, 204)
+
+
+def default_runs_root() -> Path:
+    from vidup.localstack.binaries import cache_root
+
+    return Path(os.environ.get("VIDUP_RUNS_DIR", str(cache_root() / "runs")))
