@@ -1,0 +1,151 @@
+"""The Flask app factory: wires storage, locks, auth, rate limits and the handover into
+``app.extensions`` and registers the blueprints.
+
+Extending: another module adds its own blueprint (the status API lives in
+``vidup_ingest.videos_api`` and exposes ``blueprint``; it is registered here when present) and
+reuses ``vidup_ingest.auth.require_tenant`` / ``check_owner`` for the same 401/403 rules, and
+``current_app.extensions["vidup_ratelimits"].check_request(tenant)`` for the same limits.
+Raise :class:`vidup_ingest.errors.TusError` for any client error; it becomes a plain-text answer.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import importlib.util
+import logging
+from typing import Any
+
+import redis
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from vidup.settings import Settings
+from vidup_ingest import api_routes, cors, tus_routes
+from vidup_ingest.auth import Authenticator
+from vidup_ingest.cleanup import Sweeper
+from vidup_ingest.config import IngestConfig
+from vidup_ingest.errors import TusError
+from vidup_ingest.handover import Handover
+from vidup_ingest.headers import TUS_VERSION
+from vidup_ingest.locks import LockManager
+from vidup_ingest.ratelimit import RateLimits
+from vidup_ingest.storage import LocalStorage
+from vidup_ingest.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+OPTIONAL_BLUEPRINT_MODULES = ("vidup_ingest.videos_api",)
+
+
+class MethodOverride:
+    """Honour ``X-HTTP-Method-Override`` whatever the real method is (clients behind proxies that
+    only pass GET/POST send PATCH/DELETE/HEAD this way)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        override = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE", "").strip().upper()
+        if override:
+            environ["REQUEST_METHOD"] = override
+        return self.app(environ, start_response)
+
+
+def _plain(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    resp = Response(message.rstrip("\n") + "\n", status=status, mimetype="text/plain")
+    for k, v in (headers or {}).items():
+        resp.headers[k] = v
+    return resp
+
+
+def _has_unread_body() -> bool:
+    te = request.headers.get("Transfer-Encoding", "").lower()
+    cl = request.headers.get("Content-Length", "0").strip()
+    return "chunked" in te or (cl.isdigit() and int(cl) > 0)
+
+
+def create_app(settings: Settings | None = None, config: IngestConfig | None = None,
+               start_background: bool = True) -> Flask:
+    settings = settings or Settings.from_env()
+    config = config or IngestConfig.from_env()
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = None  # bodies are streamed; sizes are checked by the protocol
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
+    storage = LocalStorage(settings.storage_dir, fsync=config.fsync)
+    locks = LockManager(client, ttl=config.lock_ttl, wait=config.lock_wait)
+    uploads = Uploads(storage, locks, Handover(settings.namespace), config,
+                      max_size=settings.max_upload_size, expiry_seconds=settings.upload_expiry_seconds)
+    app.extensions["vidup_settings"] = settings
+    app.extensions["vidup_config"] = config
+    app.extensions["vidup_redis"] = client
+    app.extensions["vidup_uploads"] = uploads
+    app.extensions["vidup_auth"] = Authenticator(settings.api_keys_file, settings.token_secret,
+                                                 settings.token_ttl_seconds)
+    app.extensions["vidup_ratelimits"] = RateLimits(settings.redis_url, settings.rate_limit_requests,
+                                                    settings.rate_limit_creations)
+
+    @app.before_request
+    def _preflight() -> Response | None:
+        if cors.is_preflight():
+            return cors.preflight_response(config.cors_origins)
+        return None
+
+    @app.after_request
+    def _common_headers(resp: Response) -> Response:
+        resp.headers["Tus-Resumable"] = TUS_VERSION
+        request_id = request.headers.get("X-Request-ID")
+        if request_id and len(request_id) <= 200 and request_id.isprintable():
+            resp.headers["X-Request-ID"] = request_id
+        if resp.status_code >= 400 and _has_unread_body():
+            # We did not read the body: don't let gunicorn drain gigabytes before the next request.
+            resp.headers["Connection"] = "close"
+        return cors.add_cors_headers(resp, config.cors_origins)
+
+    @app.errorhandler(TusError)
+    def _tus_error(exc: TusError) -> Response:
+        return _plain(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        resp = _plain(exc.code or 400, exc.description or exc.name)
+        if exc.code == 405:
+            allow = exc.get_headers().__iter__()
+            for k, v in allow:
+                if k.lower() == "allow":
+                    resp.headers["Allow"] = v
+        return resp
+
+    @app.errorhandler(redis.RedisError)
+    def _redis_down(exc: redis.RedisError) -> Response:
+        log.error("redis unavailable: %s", exc)
+        return _plain(503, "the upload service's coordination store is unavailable; retry shortly",
+                      {"Retry-After": "5"})
+
+    @app.errorhandler(OSError)
+    def _storage_error(exc: OSError) -> Response:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            log.error("storage full: %s", exc)
+            return _plain(507, "storage is full; retry later", {"Retry-After": "60"})
+        log.exception("storage error")
+        return _plain(503, "storage is unavailable; retry shortly", {"Retry-After": "5"})
+
+    @app.route("/healthz", methods=["GET"])
+    def healthz() -> Response:
+        return _plain(200, "ok")
+
+    app.register_blueprint(tus_routes.bp)
+    app.register_blueprint(api_routes.bp)
+    for name in OPTIONAL_BLUEPRINT_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            app.register_blueprint(importlib.import_module(name).blueprint)
+
+    if start_background:
+        Sweeper(uploads, client, config.cleanup_interval).start()
+
+    wsgi: Any = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops,
+                         x_host=config.proxy_hops, x_prefix=config.proxy_hops)
+    app.wsgi_app = MethodOverride(wsgi)  # type: ignore[method-assign]
+    return app

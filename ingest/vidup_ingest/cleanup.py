@@ -1,0 +1,80 @@
+"""The periodic sweep: delete expired unfinished uploads (never a finished one) and retry
+handovers that failed because the Kubernetes API was away.
+
+Every worker process runs a sweeper thread, but a Redis key taken with SET NX EX for one interval
+makes a single process across all replicas do the work each interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from vidup_ingest.errors import TusError
+from vidup_ingest.protocol import UploadInfo
+from vidup_ingest.uploads import Uploads
+
+log = logging.getLogger(__name__)
+
+
+def should_delete(info: UploadInfo, now: float) -> bool:
+    """Expired and unfinished: finished uploads belong to their VideoTranscode and stay."""
+    return info.expired(now)
+
+
+def sweep(uploads: Uploads, now: float | None = None) -> tuple[int, int]:
+    """One pass over all uploads; returns (deleted, handed over)."""
+    now = time.time() if now is None else now
+    deleted = handed = 0
+    for upload_id in list(uploads.storage.ids()):
+        try:
+            info = uploads.storage.load(upload_id)
+            if info is None:
+                continue
+            if should_delete(info, now):
+                held = uploads.locks.acquire(upload_id, takeover=False)
+                try:
+                    info = uploads.storage.load(upload_id)
+                    if info is not None and should_delete(info, now):
+                        uploads.storage.delete(upload_id)
+                        deleted += 1
+                finally:
+                    uploads.locks.release(held)
+            elif info.complete and not info.is_partial and not info.handed_over:
+                with uploads.locked(upload_id):
+                    fresh = uploads.storage.load(upload_id)
+                    if fresh is not None and uploads.retry_handover(fresh).handed_over:
+                        handed += 1
+        except (TusError, OSError, ValueError, redis.RedisError) as exc:
+            log.warning("sweep skipped upload %s: %s", upload_id, exc)
+    return deleted, handed
+
+
+class Sweeper:
+    def __init__(self, uploads: Uploads, client: redis.Redis, interval: float,
+                 key: str = "vidup:ingest:sweep") -> None:
+        self.uploads = uploads
+        self.redis = client
+        self.interval = interval
+        self.key = key
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="upload-sweeper", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if self.redis.set(self.key, "1", nx=True, px=max(1, int(self.interval * 1000))):
+                    deleted, handed = sweep(self.uploads)
+                    if deleted or handed:
+                        log.info("sweep: deleted %d expired uploads, handed over %d", deleted, handed)
+            except Exception:  # the sweeper must outlive any one bad pass
+                log.exception("upload sweep failed")
+            time.sleep(self.interval)

@@ -1,0 +1,66 @@
+"""Ingest-only knobs, read from ``VIDUP_INGEST_*`` variables (shared knobs live in vidup.settings).
+
+=================================== ======== ==============================================
+VIDUP_INGEST_WORKERS                2        gunicorn worker processes
+VIDUP_INGEST_THREADS                32       threads per worker (concurrent requests each)
+VIDUP_INGEST_READ_SIZE              1048576  bytes read from the request body per step
+VIDUP_INGEST_COMMIT_BYTES           67108864 commit (sync + record offset) at least this often
+VIDUP_INGEST_FSYNC                  always   "always": fdatasync before an offset is committed,
+                                             "never": rely on the page cache (survives a
+                                             process crash, not a node crash — tusd's policy)
+VIDUP_INGEST_LOCK_TTL               1.5      seconds a dead holder keeps an upload locked
+VIDUP_INGEST_LOCK_WAIT              10       seconds a request waits for a lock before 423
+VIDUP_INGEST_CLEANUP_INTERVAL       60       seconds between expiry sweeps (0 disables)
+VIDUP_INGEST_CORS_ORIGINS           *        comma list of allowed Origins, or *
+VIDUP_INGEST_PROXY_HOPS             1        trusted proxies for X-Forwarded-Proto/Host/Prefix
+=================================== ======== ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    return int(raw) if raw.strip() else default
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "")
+    return float(raw) if raw.strip() else default
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    workers: int = 2
+    threads: int = 32
+    read_size: int = 1 << 20
+    commit_bytes: int = 64 << 20
+    fsync: bool = True
+    lock_ttl: float = 1.5
+    lock_wait: float = 10.0
+    cleanup_interval: float = 60.0
+    cors_origins: tuple[str, ...] = ("*",)
+    proxy_hops: int = 1
+
+    @classmethod
+    def from_env(cls) -> IngestConfig:
+        d = cls()
+        fsync = os.environ.get("VIDUP_INGEST_FSYNC", "always").strip().lower()
+        if fsync not in ("always", "never"):
+            raise ValueError("VIDUP_INGEST_FSYNC must be 'always' or 'never'")
+        origins = os.environ.get("VIDUP_INGEST_CORS_ORIGINS", "*")
+        return cls(
+            workers=_int("VIDUP_INGEST_WORKERS", d.workers),
+            threads=_int("VIDUP_INGEST_THREADS", d.threads),
+            read_size=_int("VIDUP_INGEST_READ_SIZE", d.read_size),
+            commit_bytes=_int("VIDUP_INGEST_COMMIT_BYTES", d.commit_bytes),
+            fsync=fsync == "always",
+            lock_ttl=_float("VIDUP_INGEST_LOCK_TTL", d.lock_ttl),
+            lock_wait=_float("VIDUP_INGEST_LOCK_WAIT", d.lock_wait),
+            cleanup_interval=_float("VIDUP_INGEST_CLEANUP_INTERVAL", d.cleanup_interval),
+            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            proxy_hops=_int("VIDUP_INGEST_PROXY_HOPS", d.proxy_hops),
+        )

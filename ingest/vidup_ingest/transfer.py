@@ -1,0 +1,74 @@
+"""Stream one request body into an upload in bounded memory.
+
+The body is read in ``read_size`` steps and written straight to the storage writer; nothing is
+held beyond one step. Without a checksum, the offset is committed (sync, then recorded) every
+``commit_bytes`` so a crash or disconnect keeps what arrived. With a checksum nothing counts until
+the whole body is verified.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, BinaryIO
+
+from vidup_ingest.headers import Checksum
+from vidup_ingest.storage import UploadWriter
+
+
+@dataclass
+class TransferResult:
+    received: int
+    #: "eof" (body ended), "disconnected" (read failed), "stopped" (asked to stop), "overflow"
+    #: (the body is longer than ``max_bytes``).
+    ending: str
+    checksum_ok: bool | None = None
+
+
+def receive(body: BinaryIO | Any, writer: UploadWriter, *, max_bytes: int, read_size: int,
+            commit_bytes: int, checksum: Checksum | None, stop: threading.Event,
+            commit: Callable[[int], None]) -> TransferResult:
+    """Copy up to ``max_bytes`` from ``body`` to ``writer``.
+
+    ``commit(n)`` is called with the bytes received so far, after ``writer.sync()``, at most every
+    ``commit_bytes`` (never when a checksum is pending). The caller commits the end itself.
+    """
+    hasher = hashlib.new(checksum.algorithm) if checksum else None
+    received = 0
+    committed = 0
+    ending = "eof"
+    while received < max_bytes:
+        if stop.is_set():
+            ending = "stopped"
+            break
+        try:
+            data = body.read(min(read_size, max_bytes - received))
+        except Exception:  # any read failure is a lost client: gunicorn, werkzeug and OSError all differ
+            ending = "stopped" if stop.is_set() else "disconnected"
+            break
+        if not data:
+            if stop.is_set():
+                ending = "stopped"
+            break
+        writer.write(data)
+        if hasher is not None:
+            hasher.update(data)
+        received += len(data)
+        if hasher is None and received - committed >= commit_bytes:
+            writer.sync()
+            commit(received)
+            committed = received
+    else:
+        # The body may not go past max_bytes: one more byte means the request was too long.
+        try:
+            extra = body.read(1)
+        except Exception:
+            extra = b""
+        if extra:
+            ending = "overflow"
+    result = TransferResult(received, ending)
+    if hasher is not None and checksum is not None:
+        result.checksum_ok = ending == "eof" and hasher.digest() == checksum.digest
+    return result

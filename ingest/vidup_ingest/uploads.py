@@ -1,0 +1,251 @@
+"""Upload operations (create, head, patch, terminate, concatenate) over storage, locks and the
+handover. Framework-free: routes parse the request into arguments and turn the results into
+responses, so these read like the protocol."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from vidup_ingest.config import IngestConfig
+from vidup_ingest.errors import TusError
+from vidup_ingest.handover import Handover
+from vidup_ingest.headers import Checksum, Concat
+from vidup_ingest.locks import HeldLock, LockManager
+from vidup_ingest.metadata import parse_metadata, video_options
+from vidup_ingest.protocol import PatchPlan, UploadInfo, check_creation_length, concat_final_id, plan_patch
+from vidup_ingest.storage import Storage
+from vidup_ingest.transfer import receive
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Body:
+    """A request body to append: the stream, its declared length and a hook that interrupts a
+    blocked read (shuts the socket's read side) when another request takes the upload over."""
+
+    stream: Any
+    content_length: int | None
+    checksum: Checksum | None
+    interrupt: Callable[[], None] | None = None
+
+
+@dataclass
+class PatchOutcome:
+    info: UploadInfo
+    #: why the body ended early, if it did ("stopped" = taken over, "disconnected")
+    ending: str = "eof"
+
+
+class Uploads:
+    def __init__(self, storage: Storage, locks: LockManager, handover: Handover, config: IngestConfig,
+                 max_size: int, expiry_seconds: int) -> None:
+        self.storage = storage
+        self.locks = locks
+        self.handover = handover
+        self.config = config
+        self.max_size = max_size
+        self.expiry = expiry_seconds
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self, upload_id: str, on_stop: Callable[[], None] | None = None) -> Iterator[HeldLock]:
+        held = self.locks.acquire(upload_id, on_stop)
+        try:
+            yield held
+        finally:
+            self.locks.release(held)
+
+    def get(self, upload_id: str, tenant: str) -> UploadInfo:
+        """The upload if it exists and belongs to ``tenant`` (404 / 403 / 410 otherwise)."""
+        info = self.storage.load(upload_id)
+        if info is None:
+            raise TusError(404, "no such upload")
+        if info.tenant != tenant:
+            raise TusError(403, "this upload belongs to another tenant")
+        if info.expired(time.time()):
+            # Lazy expiry: gone for the client at once; the sweep or this request deletes it.
+            self.storage.delete(upload_id)
+            raise TusError(410, "upload expired")
+        return info
+
+    def _complete(self, info: UploadInfo) -> UploadInfo:
+        """Record completion and hand a non-partial upload to Kubernetes."""
+        info = info.with_(completed_at=info.completed_at or time.time())
+        if not info.is_partial and not info.handed_over:
+            self.storage.save(info)  # completed before the handover, so a crash here is retried
+            if self.handover.create(info, self.storage.relpath(info.id)):
+                info = info.with_(handed_over=True)
+        self.storage.save(info)
+        return info
+
+    def retry_handover(self, info: UploadInfo) -> UploadInfo:
+        if info.complete and not info.is_partial and not info.handed_over:
+            return self._complete(info)
+        return info
+
+    # -- creation ------------------------------------------------------------------------------
+
+    def create(self, tenant: str, *, length: int | None, defer: bool, metadata_raw: str | None,
+               concat: Concat | None, body: Body | None, upload_url: Callable[[str], str],
+               ) -> tuple[UploadInfo, PatchOutcome | None, bool]:
+        """POST: a new upload (maybe with its first bytes), or a final concatenation.
+
+        Returns (info, outcome of the creation-with-upload body, created-now).
+        """
+        meta = parse_metadata(metadata_raw)
+        options = video_options(meta)
+        is_final = concat is not None and concat.final
+        check_creation_length(length, defer, is_final, self.max_size)
+        now = time.time()
+        if concat is not None and concat.final:
+            if body is not None:
+                raise TusError(400, "a final concatenation has no body")
+            info, created = self._create_final(tenant, concat, metadata_raw or "", options, upload_url, now)
+            return info, None, created
+        info = UploadInfo(
+            id=uuid.uuid4().hex, tenant=tenant, length=length, offset=0, metadata=metadata_raw or "",
+            filename=options.filename, renditions=options.renditions, created_at=now,
+            expires_at=now + self.expiry, concat="partial" if concat is not None else "",
+        )
+        if body is not None and body.content_length is not None and length is not None \
+                and body.content_length > length:
+            raise TusError(413, "the body is longer than Upload-Length")
+        if body is not None and body.content_length is not None and body.content_length > self.max_size:
+            raise TusError(413, "the body exceeds Tus-Max-Size")
+        self.storage.create(info)
+        if body is None:
+            if info.complete:  # zero-length upload: complete at creation
+                info = self._complete(info)
+            return info, None, True
+        outcome = self.patch(info.id, tenant, offset=0, new_length=None, body=body)
+        return outcome.info, outcome, True
+
+    def _create_final(self, tenant: str, concat: Concat, metadata_raw: str, options: Any,
+                      upload_url: Callable[[str], str], now: float) -> tuple[UploadInfo, bool]:
+        from vidup_ingest.headers import upload_id_from_url
+
+        ids = [upload_id_from_url(u, "/files/") for u in concat.urls]
+        if len(set(ids)) != len(ids):
+            raise TusError(400, "Upload-Concat lists a partial upload twice")
+        final_id = concat_final_id(tenant, ids)
+        existing = self.storage.load(final_id)
+        if existing is not None:
+            return self.retry_handover(existing), False  # a retried creation: same upload, no duplicate
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(self.locked(final_id))
+            existing = self.storage.load(final_id)
+            if existing is not None:
+                return self.retry_handover(existing), False
+            parts: list[UploadInfo] = []
+            for pid in ids:
+                part = self.get(pid, tenant)
+                if not part.is_partial:
+                    raise TusError(400, f"upload {pid} is not a partial upload")
+                parts.append(part)
+            for pid in sorted(set(ids)):
+                stack.enter_context(self.locked(pid))
+            parts = [self.get(pid, tenant) for pid in ids]  # re-read under the locks
+            for part in parts:
+                if not part.complete:
+                    raise TusError(400, f"partial upload {part.id} is not finished")
+            total = sum(p.offset for p in parts)
+            if total > self.max_size:
+                raise TusError(413, f"the concatenation exceeds Tus-Max-Size {self.max_size}")
+            final = UploadInfo(
+                id=final_id, tenant=tenant, length=total, offset=total, metadata=metadata_raw,
+                filename=options.filename, renditions=options.renditions, created_at=now,
+                expires_at=now + self.expiry, concat="final",
+                partial_urls=tuple(upload_url(pid) for pid in ids),
+            )
+            self.storage.concatenate(final, parts)
+            final = self._complete(final)
+            for pid in ids:  # consumed: the final holds the bytes now
+                self.storage.delete(pid)
+            return final, True
+
+    # -- head / patch / delete -----------------------------------------------------------------
+
+    def head(self, upload_id: str, tenant: str) -> UploadInfo:
+        info = self.get(upload_id, tenant)
+        with self.locked(upload_id):  # a resuming client's HEAD stops a stale PATCH first
+            info = self.get(upload_id, tenant)
+            return self.retry_handover(info)
+
+    def patch(self, upload_id: str, tenant: str, *, offset: int, new_length: int | None,
+              body: Body) -> PatchOutcome:
+        self.get(upload_id, tenant)
+        stop = threading.Event()
+
+        def on_stop() -> None:
+            stop.set()
+            if body.interrupt is not None:
+                body.interrupt()
+
+        with self.locked(upload_id, on_stop) as held:
+            info = self.get(upload_id, tenant)
+            plan = plan_patch(info, offset=offset, new_length=new_length,
+                              content_length=body.content_length, max_size=self.max_size, now=time.time())
+            return self._append(info, plan, body, held, stop)
+
+    def _append(self, info: UploadInfo, plan: PatchPlan, body: Body, held: HeldLock,
+                stop: threading.Event) -> PatchOutcome:
+        original = info
+        writer = self.storage.open_writer(info)
+        current = [info.with_(length=plan.length)]
+
+        def commit(received: int) -> None:
+            if not self.locks.still_held(held):
+                raise _LockLost()
+            now = time.time()
+            current[0] = current[0].with_(offset=plan.start + received, expires_at=now + self.expiry)
+            self.storage.save(current[0])
+
+        try:
+            result = receive(body.stream, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
+                             commit_bytes=self.config.commit_bytes, checksum=body.checksum, stop=stop,
+                             commit=commit)
+            if result.ending == "overflow":
+                self._roll_back(original, writer)
+                raise TusError(413, "the body goes past the upload's length")
+            if result.checksum_ok is False:
+                self._roll_back(original, writer)
+                if result.ending == "eof":
+                    raise TusError(460, "checksum mismatch; the chunk was discarded")
+                return PatchOutcome(original, result.ending)
+            writer.sync()
+            commit(result.received)
+        except _LockLost:
+            return PatchOutcome(original, "stopped")
+        finally:
+            writer.close()
+        info = current[0]
+        if info.complete:
+            info = self._complete(info)
+        return PatchOutcome(info, result.ending)
+
+    def _roll_back(self, original: UploadInfo, writer: Any) -> None:
+        """Forget a body that must not count: restore the info and cut the data back."""
+        writer.close()
+        self.storage.save(original)
+        self.storage.truncate(original)
+
+    def terminate(self, upload_id: str, tenant: str) -> None:
+        info = self.get(upload_id, tenant)
+        with self.locked(upload_id):
+            info = self.get(upload_id, tenant)
+            if info.complete and not info.is_partial:
+                raise TusError(403, "a finished upload belongs to its VideoTranscode; delete that instead")
+            self.storage.delete(upload_id)
+
+
+class _LockLost(Exception):
+    """Another request owns the upload now: this one must not commit anything."""
