@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg redis-server
+APT_PACKAGES := ffmpeg redis-server docker.io debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install apt-packages python-env controlplane lint test demo clean

@@ -1,0 +1,105 @@
+"""A private Docker engine and locally made base image, so the project's Dockerfiles are built and
+run for real on machines without an image registry.
+
+The engine gets its own socket and exec root per run; its data root (images, layer cache) is kept
+in the vidup cache so the base image and build layers are made once per machine. When
+``debian:bookworm-slim`` is missing (no registry to pull from) it is made with debootstrap from the
+machine's own Debian mirror; on a user's machine the same Dockerfiles simply pull the official one.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidup.localstack import binaries
+from vidup.localstack.processes import ManagedProcess, wait_until
+
+BASE_IMAGE = "debian:bookworm-slim"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def debian_mirror() -> str:
+    """The mirror apt already uses here (deb822 or one-line sources), else Debian's default."""
+    for path in [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        match = re.search(r"^URIs:\s*(\S+/debian)\s*$", text, re.MULTILINE) or re.search(
+            r"^deb\s+(?:\[[^]]*\]\s+)?(\S+/debian)\s+bookworm", text, re.MULTILINE
+        )
+        if match:
+            return match.group(1)
+    return "http://deb.debian.org/debian"
+
+
+@dataclass
+class DockerEngine:
+    run_dir: Path
+    process: ManagedProcess | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.run_dir / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def docker(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "-H", self.host, *args], capture_output=True, text=True, check=check, timeout=timeout
+        )
+
+    def start(self) -> DockerEngine:
+        dockerd = shutil.which("dockerd")
+        if dockerd is None:
+            raise RuntimeError("dockerd is not installed (apt-get install docker.io)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        data_root = binaries.cache_root() / "docker-data"
+        argv = [
+            dockerd, "-H", self.host, "--data-root", str(data_root), "--exec-root", str(self.run_dir / "exec"),
+            "--pidfile", str(self.run_dir / "dockerd.pid"), "--bridge", "none", "--iptables=false",
+        ]
+        self.process = ManagedProcess("dockerd", argv, self.run_dir / "logs" / "dockerd.log").start()
+        wait_until(lambda: self._ping(), 60, "dockerd to answer")
+        return self
+
+    def _ping(self) -> bool:
+        assert self.process is not None
+        self.process.check_running()
+        return self.docker("version", check=False, timeout=10).returncode == 0
+
+    def has_image(self, tag: str) -> bool:
+        return self.docker("image", "inspect", tag, check=False).returncode == 0
+
+    def ensure_base_image(self) -> None:
+        if self.has_image(BASE_IMAGE):
+            return
+        with tempfile.TemporaryDirectory(prefix="vidup-rootfs-") as rootfs:
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", "bookworm", rootfs, debian_mirror()],
+                check=True, capture_output=True, timeout=900,
+            )
+            tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+            subprocess.run(
+                ["docker", "-H", self.host, "import", "-", BASE_IMAGE], stdin=tar.stdout, check=True,
+                capture_output=True, timeout=600,
+            )
+            tar.wait()
+
+    def build(self, dockerfile: Path, tag: str) -> None:
+        """``docker build`` with the repository root as context (the images share the vidup core)."""
+        done = self.docker("build", "--network", "host", "-f", str(dockerfile), "-t", tag, str(REPO_ROOT),
+                           check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"docker build of {dockerfile} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=20)
