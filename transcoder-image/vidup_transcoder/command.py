@@ -32,8 +32,16 @@ def x264_preset() -> str:
     return os.environ.get("VIDUP_X264_PRESET", "").strip() or DEFAULT_PRESET
 
 
+#: Broadcast rates a variable-rate phone video's average (e.g. 29.86) is snapped to.
+STANDARD_RATES = tuple(
+    Fraction(r) for r in ("24000/1001", "24", "25", "30000/1001", "30", "48", "50", "60000/1001", "60")
+)
+SNAP_TOLERANCE = 0.02
+
+
 def output_frame_rate(fraction: str) -> Fraction:
-    """The constant output rate: the source's own, halved (thirded...) until it is at most 60 fps."""
+    """The constant output rate: the source's average, snapped to a standard rate when within 2 %,
+    then halved (thirded...) until it is at most 60 fps."""
     try:
         rate = Fraction(fraction)
     except (ValueError, ZeroDivisionError):
@@ -42,7 +50,10 @@ def output_frame_rate(fraction: str) -> Fraction:
         return FALLBACK_FRAME_RATE
     if rate > MAX_FRAME_RATE:
         rate = rate / math.ceil(rate / MAX_FRAME_RATE)
-    return rate
+    nearest = min(STANDARD_RATES, key=lambda std: abs(std - rate))
+    if abs(nearest - rate) <= nearest * Fraction(SNAP_TOLERANCE):
+        return nearest
+    return rate.limit_denominator(1001)
 
 
 # level: (max macroblocks/s, max frame size in macroblocks, max bitrate kbit/s for Main)

@@ -35,19 +35,26 @@ RUNGS: dict[int, Rung] = {
 
 DEFAULT_HEIGHTS: tuple[int, ...] = (1080, 720, 480)
 
-#: Bits per pixel per frame of the 1080p rung at 30 fps; scales bitrates for heights not in RUNGS.
-_BITS_PER_PIXEL = 5_000_000 / (1920 * 1080 * 30)
-
 AUDIO_KBPS = 128
 
 
 def rung_for(height: int) -> Rung:
-    """A known rung, or one scaled by pixel count for an unusual height (e.g. a tiny source)."""
+    """A known rung, or one interpolated by pixel count between its neighbours for an unusual height
+    (e.g. a 362-pixel-tall source), so small pictures keep the ladder's higher bits per pixel."""
     if height in RUNGS:
         return RUNGS[height]
-    pixels = height * height * 16 / 9
-    kbps = max(100, round(pixels * 30 * _BITS_PER_PIXEL / 1000))
-    return _rung(height, kbps)
+    known = sorted(RUNGS)
+    if height < known[0]:
+        base = RUNGS[known[0]]
+        return _rung(height, max(50, round(base.video_kbps * (height / base.height) ** 2)))
+    if height > known[-1]:
+        base = RUNGS[known[-1]]
+        return _rung(height, round(base.video_kbps * (height / base.height) ** 2))
+    low = max(k for k in known if k < height)
+    high = min(k for k in known if k > height)
+    t = (height**2 - low**2) / (high**2 - low**2)
+    kbps = RUNGS[low].video_kbps + t * (RUNGS[high].video_kbps - RUNGS[low].video_kbps)
+    return _rung(height, round(kbps))
 
 
 @dataclass(frozen=True)
