@@ -1,0 +1,337 @@
+"""The status API, HLS serving and live progress, all read from VideoTranscode resources.
+
+Routes (tenant-scoped with the upload API's auth, ``vidup_ingest.auth``: 401 without credentials,
+403 for another tenant's video, 404 for an unknown one):
+
+* ``GET /videos?limit=N&continue=T`` — the caller's videos, one page at a time (Kubernetes
+  ``limit``/``continue`` on the tenant label); ``continue`` is null on the last page.
+* ``GET /videos/<id>`` — the status document (:mod:`vidup_ingest.videos_status`).
+* ``GET /videos/<id>/events`` — a WebSocket sending the status document on every change of the
+  resource until it is COMPLETED or FAILED, then closing (1000). Without an ``Upgrade`` header
+  the same URL answers Server-Sent Events (``data: <document>``) for clients without WebSockets.
+  Browsers can't set headers on a WebSocket, so ``?token=`` works in place of the header: either
+  the ``events_url`` of the status document (it carries the video's playback token) or anything
+  valid as ``Authorization: Bearer``.
+* ``GET /videos/<id>/hls/<playback token>/<file>`` — the HLS output (playlists, segments, the
+  poster) with range requests and CORS. The token in the path (:mod:`vidup_ingest.playback_tokens`)
+  is the only credential, so a player needs no headers; the document's ``master_playlist_url`` is
+  such a URL, absolute, built from the request (``X-Forwarded-Proto/Host/Prefix`` honoured).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
+from flask.blueprints import BlueprintSetupState
+from werkzeug.security import safe_join
+
+from vidup import storage_layout
+from vidup.resource import is_valid_name
+from vidup.settings import Settings
+from vidup_ingest import playback_tokens
+from vidup_ingest.auth import check_owner, require_tenant
+from vidup_ingest.errors import TusError
+from vidup_ingest.ratelimit import RateLimits
+from vidup_ingest.videos_kube import VideoStore, WatchExpired
+from vidup_ingest.videos_status import TERMINAL_STATUSES, VideoUrls, list_document, status_document, tenant_of
+
+log = logging.getLogger(__name__)
+
+blueprint = Blueprint("videos", __name__, url_prefix="/videos")
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+#: Seconds one watch request stays open; between watches a gone client is noticed.
+WATCH_SECONDS = 20
+#: WebSocket pings keep proxies from closing an idle connection while a video waits in the queue.
+PING_SECONDS = 25
+
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".vtt": "text/vtt",
+}
+#: Players read these on cross-origin range requests; the app's CORS list is about tus headers.
+HLS_EXPOSE_HEADERS = ("Content-Range", "Content-Length", "Accept-Ranges", "ETag")
+HLS_ALLOW_HEADERS = ("Range", "If-None-Match", "If-Modified-Since")
+
+
+@blueprint.record_once
+def _setup(state: BlueprintSetupState) -> None:
+    app = state.app
+    settings: Settings = app.extensions["vidup_settings"]
+    app.extensions["vidup_videos"] = VideoStore(settings.namespace)
+    app.extensions["vidup_playback_ttl"] = playback_tokens.ttl_from_env()
+    # Flask runs app-wide after_request functions last-registered-first: put ours first in the
+    # list so it runs after the app's CORS hook and extends (not replaces) what that one set.
+    app.after_request_funcs.setdefault(None, []).insert(0, _hls_cors)
+
+
+def _hls_cors(resp: Response) -> Response:
+    if not request.path.startswith("/videos/"):
+        return resp
+    if "Access-Control-Allow-Headers" in resp.headers:  # a preflight the app answered
+        resp.headers["Access-Control-Allow-Headers"] = _merge(resp.headers["Access-Control-Allow-Headers"],
+                                                              HLS_ALLOW_HEADERS)
+    if "Access-Control-Allow-Origin" in resp.headers:
+        resp.headers["Access-Control-Expose-Headers"] = _merge(
+            resp.headers.get("Access-Control-Expose-Headers", ""), HLS_EXPOSE_HEADERS)
+    return resp
+
+
+def _merge(existing: str, extra: tuple[str, ...]) -> str:
+    names = [h.strip() for h in existing.split(",") if h.strip()]
+    lower = {n.lower() for n in names}
+    return ", ".join(names + [h for h in extra if h.lower() not in lower])
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _store() -> VideoStore:
+    return current_app.extensions["vidup_videos"]
+
+
+def _settings() -> Settings:
+    return current_app.extensions["vidup_settings"]
+
+
+def _limits() -> RateLimits:
+    return current_app.extensions["vidup_ratelimits"]
+
+
+def _root() -> str:
+    return request.root_url.rstrip("/")
+
+
+def urls_for(obj: dict[str, Any]) -> VideoUrls:
+    """Absolute links for one video, with a playback token when tokens are configured."""
+    video_id = str((obj.get("metadata") or {}).get("name", ""))
+    root = _root()
+    self_url = f"{root}/videos/{video_id}"
+    ws_root = "wss" + root[len("https"):] if root.startswith("https") else "ws" + root[len("http"):]
+    secret = _settings().token_secret
+    if not secret:
+        return VideoUrls(self_url=self_url, events_url=f"{ws_root}/videos/{video_id}/events", hls_base="")
+    token = playback_tokens.issue(secret, video_id, current_app.extensions["vidup_playback_ttl"])
+    return VideoUrls(
+        self_url=self_url,
+        events_url=f"{ws_root}/videos/{video_id}/events?token={token}",
+        hls_base=f"{self_url}/hls/{token}/",
+    )
+
+
+def _owned_video(video_id: str) -> dict[str, Any]:
+    """The caller's resource: 401 without credentials, 404 if unknown, 403 if another tenant's."""
+    tenant = require_tenant()
+    _limits().check_request(tenant)
+    if not is_valid_name(video_id):
+        raise TusError(404, "no such video")
+    obj = _store().get(video_id)
+    if obj is None:
+        raise TusError(404, "no such video")
+    if tenant_of(obj) != tenant:
+        check_owner(tenant_of(obj))
+    return obj
+
+
+def _events_video(video_id: str) -> dict[str, Any]:
+    """Like :func:`_owned_video`, also accepting ``?token=`` (a playback token or a Bearer credential)."""
+    token = request.args.get("token", "").strip()
+    if token and not request.headers.get("Authorization"):
+        if playback_tokens.looks_like_token(token):
+            try:
+                playback_tokens.verify(_settings().token_secret, video_id, token)
+            except playback_tokens.PlaybackTokenError as exc:
+                raise TusError(403, str(exc)) from None
+            obj = _store().get(video_id)
+            if obj is None:
+                raise TusError(404, "no such video")
+            _limits().check_request(tenant_of(obj))
+            return obj
+        # Same rules as the header, by construction: the auth helper reads this header.
+        request.environ["HTTP_AUTHORIZATION"] = f"Bearer {token}"
+    return _owned_video(video_id)
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+@blueprint.route("", methods=["GET"], strict_slashes=False)
+def list_videos() -> Response:
+    tenant = require_tenant()
+    _limits().check_request(tenant)
+    raw_limit = request.args.get("limit", str(DEFAULT_PAGE))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise TusError(400, f"limit must be an integer from 1 to {MAX_PAGE}")
+    items, next_token = _store().list_page(tenant, int(raw_limit), request.args.get("continue") or None)
+    return jsonify(list_document(items, urls_for, next_token))
+
+
+@blueprint.route("/<video_id>", methods=["GET"])
+def get_video(video_id: str) -> Response:
+    obj = _owned_video(video_id)
+    resp = jsonify(status_document(obj, urls_for(obj)))
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+# -- live progress -----------------------------------------------------------------------------
+
+
+def updates(store: VideoStore, video_id: str, obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """``("status", document)`` whenever the resource's status changes (first: the current one),
+    ``("idle", None)`` after each quiet watch period, ``("deleted", None)`` if it goes away.
+    Ends after a COMPLETED or FAILED document."""
+    last: Any = object()
+
+    def changed(current: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal last
+        status = current.get("status")
+        if status == last:
+            return None
+        last = status
+        return status_document(current, urls_for(current))
+
+    doc = changed(obj)
+    assert doc is not None
+    yield "status", doc
+    if doc["status"] in TERMINAL_STATUSES:
+        return
+    version = str(obj["metadata"]["resourceVersion"])
+    while True:
+        try:
+            for kind, current in store.watch(video_id, version, WATCH_SECONDS):
+                version = str((current.get("metadata") or {}).get("resourceVersion", version))
+                if kind == "DELETED":
+                    yield "deleted", None
+                    return
+                if kind not in ("ADDED", "MODIFIED"):
+                    continue
+                doc = changed(current)
+                if doc is not None:
+                    yield "status", doc
+                    if doc["status"] in TERMINAL_STATUSES:
+                        return
+        except WatchExpired:
+            fresh = store.get(video_id)
+            if fresh is None:
+                yield "deleted", None
+                return
+            version = str(fresh["metadata"]["resourceVersion"])
+            doc = changed(fresh)
+            if doc is not None:
+                yield "status", doc
+                if doc["status"] in TERMINAL_STATUSES:
+                    return
+            continue
+        yield "idle", None
+
+
+class _WebSocketDone(Response):
+    """What a WebSocket view returns: the socket is already answered and closed, so the server
+    must write nothing more (flask-sock's approach; gunicorn ends the connection on StopIteration)."""
+
+    mode = "unknown"
+
+    def __call__(self, environ: Any, start_response: Any) -> Any:
+        if self.mode == "gunicorn":
+            raise StopIteration()
+        if self.mode == "werkzeug":
+            return super().__call__(environ, start_response)
+        return []
+
+
+@blueprint.route("/<video_id>/events", methods=["GET"], websocket=True)
+def events_websocket(video_id: str) -> Response:
+    from simple_websocket import ConnectionClosed, Server  # type: ignore[import-untyped]
+
+    obj = _events_video(video_id)  # errors are plain HTTP answers, before the handshake
+    store = _store()
+    ws = Server(request.environ, ping_interval=PING_SECONDS)
+    try:
+        for kind, doc in updates(store, video_id, obj):
+            if not ws.connected:
+                break
+            if kind == "status":
+                ws.send(json.dumps(doc))
+            elif kind == "deleted":
+                ws.send(json.dumps({"id": video_id, "deleted": True}))
+        ws.close(reason=1000, message="done")
+    except ConnectionClosed:
+        pass
+    except TusError as exc:
+        log.warning("events for %s stopped: %s", video_id, exc.message)
+        ws.close(reason=1011, message=exc.message[:100])
+    done = _WebSocketDone()
+    done.mode = ws.mode
+    return done
+
+
+@blueprint.route("/<video_id>/events", methods=["GET"])
+def events_sse(video_id: str) -> Response:
+    """Server-Sent Events fallback: the same documents as ``data:`` lines, ``: idle`` heartbeats."""
+    obj = _events_video(video_id)
+    store = _store()
+
+    def stream() -> Iterator[str]:
+        try:
+            for kind, doc in updates(store, video_id, obj):
+                if kind == "status":
+                    yield f"event: status\ndata: {json.dumps(doc)}\n\n"
+                elif kind == "deleted":
+                    yield f"event: deleted\ndata: {json.dumps({'id': video_id, 'deleted': True})}\n\n"
+                else:
+                    yield ": idle\n\n"
+        except TusError as exc:
+            yield f"event: error\ndata: {json.dumps({'error': exc.message})}\n\n"
+
+    resp = Response(stream_with_context(stream()), mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Accel-Buffering"] = "no"
+    return resp
+
+
+# -- HLS ---------------------------------------------------------------------------------------
+
+
+@blueprint.route("/<video_id>/hls/<token>/<path:file>", methods=["GET", "HEAD"])
+def hls_file(video_id: str, token: str, file: str) -> Response:
+    if not is_valid_name(video_id):
+        raise TusError(404, "no such video")
+    try:
+        playback_tokens.verify(_settings().token_secret, video_id, token)
+    except playback_tokens.PlaybackTokenError as exc:
+        raise TusError(403, str(exc)) from None
+    content_type = CONTENT_TYPES.get(Path(file).suffix.lower())
+    if content_type is None:
+        raise TusError(404, "no such file")
+    path = _output_file(video_id, file)
+    playlist = content_type == CONTENT_TYPES[".m3u8"]
+    resp = send_file(path, mimetype=content_type, conditional=True, etag=True,
+                     max_age=None if playlist else 3600)
+    resp.headers["Cache-Control"] = "no-cache" if playlist else "private, max-age=3600"
+    return resp
+
+
+def _output_file(video_id: str, file: str) -> Path:
+    """The file inside the video's output directory; 404 for anything outside it or missing."""
+    try:
+        root = storage_layout.resolve(_settings().storage_dir, storage_layout.output_relpath(video_id))
+    except ValueError:
+        raise TusError(404, "no such file") from None
+    joined = safe_join(str(root), file)
+    if joined is None:
+        raise TusError(404, "no such file")
+    path = Path(joined).resolve()
+    if root not in path.parents or not path.is_file():
+        raise TusError(404, "no such file")
+    return path

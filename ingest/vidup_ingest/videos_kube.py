@@ -1,0 +1,125 @@
+"""Reading VideoTranscode resources for the status API: get, list a tenant's page, watch one.
+
+The resources are the only store of video state, so the status API reads them straight from the
+Kubernetes API (the ingest's ServiceAccount needs ``get``, ``list`` and ``watch`` on
+``videotranscodes``). The client is made lazily in each process (gunicorn forks workers after
+import) with its own configuration, so it never touches the kubernetes module's global default.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from vidup.resource import GROUP, PLURAL, VERSION
+from vidup_ingest.errors import TusError
+
+log = logging.getLogger(__name__)
+
+TENANT_LABEL = f"{GROUP}/tenant"
+#: Connections kept per process: every open WebSocket holds one watch connection.
+POOL_SIZE = 64
+
+
+class VideoStore:
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self._api: Any = None
+        self._pid = 0
+        self._lock = threading.Lock()
+
+    def _custom_objects(self) -> Any:
+        with self._lock:
+            if self._api is None or self._pid != os.getpid():
+                from kubernetes import client, config
+
+                configuration = client.Configuration()
+                if os.environ.get("KUBECONFIG"):
+                    config.load_kube_config(client_configuration=configuration)
+                else:
+                    config.load_incluster_config(client_configuration=configuration)
+                configuration.connection_pool_maxsize = POOL_SIZE
+                self._api = client.CustomObjectsApi(client.ApiClient(configuration))
+                self._pid = os.getpid()
+            return self._api
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        """The resource, or None if there is none by that name."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            obj = self._custom_objects().get_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _unavailable(exc) from None
+        except Exception as exc:  # connection refused, timeouts: the API server is unreachable
+            raise _unavailable(exc) from None
+        return dict(obj)
+
+    def list_page(self, tenant: str, limit: int, continue_token: str | None) -> tuple[list[dict[str, Any]], str]:
+        """One page of the tenant's resources (Kubernetes ``limit``/``continue`` pagination).
+
+        The label selector is applied on every page, so a continue token from another tenant's
+        listing still only yields the caller's own resources.
+        """
+        from kubernetes.client.exceptions import ApiException
+
+        kwargs: dict[str, Any] = {"label_selector": f"{TENANT_LABEL}={tenant}", "limit": limit,
+                                  "_request_timeout": 15}
+        if continue_token:
+            kwargs["_continue"] = continue_token
+        try:
+            result = self._custom_objects().list_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, **kwargs)
+        except ApiException as exc:
+            if exc.status == 410:
+                raise TusError(410, "the continue token has expired; list again from the start") from None
+            if exc.status in (400, 422) and continue_token:
+                raise TusError(400, "invalid continue token") from None
+            raise _unavailable(exc) from None
+        except Exception as exc:
+            raise _unavailable(exc) from None
+        items = [dict(i) for i in result.get("items", [])]
+        return items, str((result.get("metadata") or {}).get("continue") or "")
+
+    def watch(self, name: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(event type, object) for changes of one resource after ``resource_version``, for at
+        most ``timeout_seconds``. Raises :class:`WatchExpired` when the version is too old."""
+        from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+
+        w = watch.Watch()
+        try:
+            for event in w.stream(
+                self._custom_objects().list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                field_selector=f"metadata.name={name}", resource_version=resource_version,
+                timeout_seconds=timeout_seconds, _request_timeout=timeout_seconds + 10,
+            ):
+                kind = str(event.get("type", ""))
+                obj = event.get("object")
+                if kind == "ERROR":
+                    if isinstance(obj, dict) and obj.get("code") == 410:
+                        raise WatchExpired()
+                    raise TusError(503, f"watch failed: {obj}")
+                if isinstance(obj, dict):
+                    yield kind, obj
+        except ApiException as exc:
+            if exc.status == 410:
+                raise WatchExpired() from None
+            raise _unavailable(exc) from None
+        finally:
+            w.stop()
+
+
+class WatchExpired(Exception):
+    """The watch's resource version is gone; read the resource again and watch from there."""
+
+
+def _unavailable(exc: Exception) -> TusError:
+    log.warning("Kubernetes API unavailable: %s", exc)
+    return TusError(503, "the video store (Kubernetes API) is unavailable; retry shortly", {"Retry-After": "5"})
