@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> None:
         "keepalive": 75,
         "accesslog": "-",
         "errorlog": "-",
+        # Several ingests run side by side (replicas, tests): no shared control socket in $HOME.
+        "control_socket_disable": True,
     }).run()
 
 

@@ -11,6 +11,7 @@ Raise :class:`vidup_ingest.errors.TusError` for any client error; it becomes a p
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib
 import importlib.util
 import logging
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
     @app.after_request
     def _common_headers(resp: Response) -> Response:
         resp.headers["Tus-Resumable"] = TUS_VERSION
+        if resp.status_code in (201, 204) or request.method == "HEAD":
+            resp.headers.pop("Content-Type", None)  # no body, no type
         request_id = request.headers.get("X-Request-ID")
         if request_id and len(request_id) <= 200 and request_id.isprintable():
             resp.headers["X-Request-ID"] = request_id
@@ -143,7 +146,10 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
             app.register_blueprint(importlib.import_module(name).blueprint)
 
     if start_background:
-        Sweeper(uploads, client, config.cleanup_interval).start()
+        # One sweeper per shared volume: the key names the storage so unrelated stacks on one Redis
+        # do not starve each other (replicas mount the volume at the same path).
+        volume = hashlib.sha256(str(settings.storage_dir.resolve()).encode()).hexdigest()[:16]
+        Sweeper(uploads, client, config.cleanup_interval, key=f"vidup:ingest:sweep:{volume}").start()
 
     wsgi: Any = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops,
                          x_host=config.proxy_hops, x_prefix=config.proxy_hops)

@@ -20,9 +20,17 @@ from vidup_ingest.uploads import Uploads
 log = logging.getLogger(__name__)
 
 
+#: How long an expired upload's tombstone answers 410 before it is forgotten (then 404).
+TOMBSTONE_SECONDS = 7 * 24 * 3600
+
+
 def should_delete(info: UploadInfo, now: float) -> bool:
     """Expired and unfinished: finished uploads belong to their VideoTranscode and stay."""
-    return info.expired(now)
+    return not info.gone and info.expired(now)
+
+
+def should_forget(info: UploadInfo, now: float) -> bool:
+    return info.gone and float(info.extra["gone"]) + TOMBSTONE_SECONDS < now
 
 
 def sweep(uploads: Uploads, now: float | None = None) -> tuple[int, int]:
@@ -39,10 +47,12 @@ def sweep(uploads: Uploads, now: float | None = None) -> tuple[int, int]:
                 try:
                     info = uploads.storage.load(upload_id)
                     if info is not None and should_delete(info, now):
-                        uploads.storage.delete(upload_id)
+                        uploads.expire(info)
                         deleted += 1
                 finally:
                     uploads.locks.release(held)
+            elif should_forget(info, now):
+                uploads.storage.delete(upload_id)
             elif info.complete and not info.is_partial and not info.handed_over:
                 with uploads.locked(upload_id):
                     fresh = uploads.storage.load(upload_id)

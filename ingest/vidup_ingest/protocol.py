@@ -54,6 +54,11 @@ class UploadInfo:
     def is_final(self) -> bool:
         return self.concat == "final"
 
+    @property
+    def gone(self) -> bool:
+        """A tombstone: the upload expired and its data was deleted."""
+        return "gone" in self.extra
+
     def expired(self, now: float) -> bool:
         """Unfinished uploads expire; finished ones never do."""
         return not self.complete and self.expires_at <= now

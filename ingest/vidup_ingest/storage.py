@@ -41,6 +41,7 @@ class Storage(Protocol):
     def truncate(self, info: UploadInfo) -> None: ...
     def concatenate(self, final: UploadInfo, parts: list[UploadInfo]) -> None: ...
     def delete(self, upload_id: str) -> None: ...
+    def discard_data(self, upload_id: str) -> None: ...
     def ids(self) -> Iterator[str]: ...
     def relpath(self, upload_id: str) -> str: ...
 
@@ -172,6 +173,11 @@ class LocalStorage:
         for path in (self._info(upload_id), self._data(upload_id)):
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+    def discard_data(self, upload_id: str) -> None:
+        """Delete the bytes but keep the info (expiry tombstones)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._data(upload_id).unlink()
 
     def ids(self) -> Iterator[str]:
         for entry in os.scandir(self.dir):

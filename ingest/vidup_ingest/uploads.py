@@ -71,11 +71,16 @@ class Uploads:
             raise TusError(404, "no such upload")
         if info.tenant != tenant:
             raise TusError(403, "this upload belongs to another tenant")
-        if info.expired(time.time()):
-            # Lazy expiry: gone for the client at once; the sweep or this request deletes it.
-            self.storage.delete(upload_id)
+        if info.gone or info.expired(time.time()):
+            if not info.gone:
+                self.expire(info)
             raise TusError(410, "upload expired")
         return info
+
+    def expire(self, info: UploadInfo) -> None:
+        """Delete an expired upload's data but keep a tombstone, so clients hear 410, not 404."""
+        self.storage.discard_data(info.id)
+        self.storage.save(info.with_(extra={**info.extra, "gone": time.time()}))
 
     def _complete(self, info: UploadInfo) -> UploadInfo:
         """Record completion and hand a non-partial upload to Kubernetes."""
@@ -126,7 +131,13 @@ class Uploads:
             if info.complete:  # zero-length upload: complete at creation
                 info = self._complete(info)
             return info, None, True
-        outcome = self.patch(info.id, tenant, offset=0, new_length=None, body=body)
+        try:
+            outcome = self.patch(info.id, tenant, offset=0, new_length=None, body=body)
+        except TusError as exc:
+            # The upload exists even though its first chunk was refused: tell the client where.
+            exc.headers.setdefault("Location", upload_url(info.id))
+            exc.headers.setdefault("Upload-Offset", "0")
+            raise
         return outcome.info, outcome, True
 
     def _create_final(self, tenant: str, concat: Concat, metadata_raw: str, options: Any,
