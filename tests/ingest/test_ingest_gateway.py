@@ -1,0 +1,150 @@
+"""Gateway duties over HTTP: API keys, upload tokens, tenant isolation, rate limits, and the
+VideoTranscode handover on the real kube-apiserver."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+import requests
+from ingest_support import OCTET, TUS, Ingest
+from kubernetes import client
+
+from vidup.localstack.stack import Stack
+from vidup.resource import GROUP, PLURAL, VERSION
+
+
+def test_missing_or_bad_credentials_are_401(ingest: Ingest) -> None:
+    url = ingest.create(5)
+    for auth in (None, "Bearer", "Bearer nope", "Basic Zm9vOmJhcg==", "Bearer vut1.e30.AAAA",
+                 "Bearer vut1.garbage", "bearer " + "x" * 500):
+        h = dict(TUS)
+        if auth:
+            h["Authorization"] = auth
+        for method, target in (("HEAD", url), ("POST", f"{ingest.url}/files/"), ("DELETE", url)):
+            r = requests.request(method, target, headers={**h, "Upload-Length": "1"})
+            assert r.status_code == 401, (auth, method)
+            assert "Bearer" in r.headers["WWW-Authenticate"]
+    r = requests.patch(url, headers={**TUS, "Upload-Offset": "0", "Content-Type": OCTET}, data=b"ab")
+    assert r.status_code == 401
+    assert ingest.head(url).headers["Upload-Offset"] == "0"
+
+
+def test_tenants_cannot_touch_each_other(ingest: Ingest) -> None:
+    url = ingest.create(6)
+    ingest.patch(url, 0, b"abc")
+    assert ingest.head(url, tenant="globex").status_code == 403
+    assert ingest.patch(url, 3, b"def", tenant="globex").status_code == 403
+    assert requests.delete(url, headers=ingest.headers("globex")).status_code == 403
+    h = ingest.headers("globex", Upload_Concat=f"final;{url}")
+    assert requests.post(f"{ingest.url}/files/", headers=h).status_code == 403
+    assert ingest.head(url).headers["Upload-Offset"] == "3"
+
+
+def test_upload_token_flow(ingest: Ingest) -> None:
+    r = requests.post(f"{ingest.url}/api/uploads", headers={"Authorization": f"Bearer {ingest.keys['acme']}"})
+    assert r.status_code == 200, r.text
+    doc = r.json()
+    assert doc["upload_url"] == f"{ingest.url}/files/" and doc["tenant"] == ingest.tenant("acme")
+    assert doc["expires_at"] > time.time()
+    token = doc["token"]
+    bearer = {**TUS, "Authorization": f"Bearer {token}"}
+    r = requests.post(doc["upload_url"], headers={**bearer, "Upload-Length": "3"})
+    assert r.status_code == 201
+    url = r.headers["Location"]
+    r = requests.patch(url, headers={**bearer, "Upload-Offset": "0", "Content-Type": OCTET}, data=b"abc")
+    assert r.status_code == 204
+    # the token's tenant owns the upload: the key of the same tenant sees it, another tenant does not
+    assert ingest.head(url).status_code == 200
+    assert ingest.head(url, tenant="globex").status_code == 403
+    # a token cannot mint tokens (it is bound to the upload endpoint)
+    assert requests.post(f"{ingest.url}/api/uploads", headers={"Authorization": f"Bearer {token}"}).status_code == 403
+    # tampering with the payload (another tenant) breaks the signature
+    prefix, payload, sig = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["t"] = ingest.tenant("globex")
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    r = requests.head(url, headers={**TUS, "Authorization": f"Bearer {prefix}.{forged}.{sig}"})
+    assert r.status_code == 401
+    assert requests.post(f"{ingest.url}/api/uploads").status_code == 401
+
+
+def test_expired_token_is_401(start_ingest: Any) -> None:
+    ing = start_ingest(VIDUP_TOKEN_TTL_SECONDS="1")
+    token = requests.post(f"{ing.url}/api/uploads", headers={"Authorization": f"Bearer {ing.keys['acme']}"}
+                          ).json()["token"]
+    time.sleep(2.1)
+    r = requests.post(f"{ing.url}/files/", headers={**TUS, "Authorization": f"Bearer {token}", "Upload-Length": "1"})
+    assert r.status_code == 401
+
+
+def test_rate_limits(start_ingest: Any) -> None:
+    ing = start_ingest(VIDUP_RATE_LIMIT_REQUESTS="8/minute", VIDUP_RATE_LIMIT_CREATIONS="2/minute")
+    assert requests.post(f"{ing.url}/files/", headers=ing.headers(Upload_Length="1")).status_code == 201
+    url = requests.post(f"{ing.url}/files/", headers=ing.headers(Upload_Length="1")).headers["Location"]
+    r = requests.post(f"{ing.url}/files/", headers=ing.headers(Upload_Length="1"))
+    assert r.status_code == 429 and 1 <= int(r.headers["Retry-After"]) <= 60
+    statuses = [ing.head(url).status_code for _ in range(8)]
+    assert statuses[:5] == [200] * 5 and statuses[-1] == 429
+    # limits are per tenant
+    assert ing.head(url, tenant="globex").status_code == 403
+
+
+def _transcodes(kube: Stack) -> dict[str, dict[str, Any]]:
+    with kube.api_client() as api:
+        items = client.CustomObjectsApi(api).list_namespaced_custom_object(GROUP, VERSION, "default", PLURAL)
+    return {item["metadata"]["name"]: item for item in items["items"]}
+
+
+def _id(url: str) -> str:
+    return url.rstrip("/").rsplit("/", 1)[1]
+
+
+def test_every_completion_path_creates_exactly_one_videotranscode(ingest: Ingest, kube: Stack) -> None:
+    meta = f"filename {base64.b64encode(b'holiday.mov').decode()},renditions {base64.b64encode(b'720,480').decode()}"
+    # 1. last PATCH
+    last_patch = ingest.create(4, Upload_Metadata=meta)
+    ingest.patch(last_patch, 0, b"ab")
+    assert _id(last_patch) not in _transcodes(kube)
+    ingest.patch(last_patch, 2, b"cd")
+    # 2. creation-with-upload
+    r = requests.post(f"{ingest.url}/files/", headers=ingest.headers(Upload_Length="3", Content_Type=OCTET),
+                      data=b"xyz")
+    with_upload = r.headers["Location"]
+    # 3. zero length
+    zero = ingest.create(0)
+    # 4. final concatenation (partials themselves are not videos), retried
+    parts = []
+    for chunk in (b"12", b"34"):
+        u = ingest.create(2, Upload_Concat="partial")
+        ingest.patch(u, 0, chunk)
+        parts.append(u)
+    h = ingest.headers(Upload_Concat="final;" + " ".join(parts))
+    final = requests.post(f"{ingest.url}/files/", headers=h).headers["Location"]
+    assert requests.post(f"{ingest.url}/files/", headers=h).headers["Location"] == final
+    # a HEAD after completion does not create another one either
+    ingest.head(last_patch)
+
+    found = _transcodes(kube)
+    for url in (last_patch, with_upload, zero, final):
+        assert _id(url) in found, url
+    for url in parts:
+        assert _id(url) not in found
+    vt = found[_id(last_patch)]
+    assert vt["spec"]["tenant"] == ingest.tenant("acme")
+    assert vt["spec"]["source"] == {"path": f"uploads/{_id(last_patch)}", "size": 4, "filename": "holiday.mov"}
+    assert vt["spec"]["renditions"] == [720, 480]
+    assert found[_id(final)]["spec"]["source"]["size"] == 4
+    assert found[_id(zero)]["spec"]["source"]["size"] == 0
+    names = [n for n in found if n in {_id(u) for u in (last_patch, with_upload, zero, final)}]
+    assert len(names) == len(set(names)) == 4
+
+
+@pytest.mark.parametrize("value", ["1080,360", "720,720", "", "abc"])
+def test_bad_renditions_are_400(ingest: Ingest, value: str) -> None:
+    meta = f"renditions {base64.b64encode(value.encode()).decode()}" if value else "renditions"
+    r = requests.post(f"{ingest.url}/files/", headers=ingest.headers(Upload_Length="1", Upload_Metadata=meta))
+    assert r.status_code == 400
