@@ -24,6 +24,7 @@ def make_source(
     vfilter: str | None = None,
     extra: tuple[str, ...] = (),
     rotate: int | None = None,
+    container: str = "mp4",
 ) -> Path:
     """A testsrc2 (+ sine) clip; ``rotate`` stores a display-matrix rotation the way phones do."""
     args = ["-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}:duration={seconds}"]
@@ -34,12 +35,12 @@ def make_source(
     args += list(vcodec)
     if audio:
         args += ["-c:a", "aac", "-b:a", "96k"]
-    args += list(extra)
+    args += [*extra, "-f", container]
     target = path if rotate is None else path.with_name("unrotated-" + path.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     ffmpeg(*args, str(target))
     if rotate is not None:
-        ffmpeg("-i", str(target), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", str(path))
+        ffmpeg("-i", str(target), "-c", "copy", "-metadata:s:v:0", f"rotate={rotate}", "-f", container, str(path))
         target.unlink()
     return path
 
