@@ -46,12 +46,13 @@ class TranscodeWorker(Worker):
 
     def __init__(self, *args: Any, storage_dir: Path, heartbeat_grace: int = 20, sweep_seconds: int = 5,
                  **kwargs: Any) -> None:
-        kwargs["maintenance_interval"] = sweep_seconds
-        super().__init__(*args, **kwargs)
+        # set before RQ's constructor, which already reads dequeue_timeout
         self.storage_dir = storage_dir
         self.heartbeat_grace = heartbeat_grace
         self.sweep_seconds = sweep_seconds
         self._parent_pid = os.getpid()
+        kwargs["maintenance_interval"] = sweep_seconds
+        super().__init__(*args, **kwargs)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """How long the job's StartedJobRegistry entry outlives the last heartbeat: short, so a dead
