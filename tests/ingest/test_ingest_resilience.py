@@ -1,0 +1,136 @@
+"""Replicas, crashes, lock takeover and flat memory, against real ingest processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from ingest_support import OCTET, Ingest
+
+MiB = 1024 * 1024
+
+
+def _open_patch(ingest: Ingest, url: str, offset: int, total: int) -> socket.socket:
+    """A PATCH that announces ``total`` bytes; the caller sends the body and decides its fate."""
+    path = url.split(str(ingest.port), 1)[1] if str(ingest.port) in url else "/files/" + url.rsplit("/", 1)[1]
+    head = (f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+            f"Authorization: Bearer {ingest.keys['acme']}\r\nUpload-Offset: {offset}\r\n"
+            f"Content-Type: {OCTET}\r\nContent-Length: {total}\r\n\r\n")
+    s = socket.create_connection(("127.0.0.1", ingest.port), timeout=30)
+    s.sendall(head.encode())
+    return s
+
+
+def _offset(ingest: Ingest, url: str) -> int:
+    r = ingest.head(url)
+    assert r.status_code == 200, (r.status_code, r.text)
+    return int(r.headers["Upload-Offset"])
+
+
+def _finish(ingest: Ingest, url: str, data: bytes) -> None:
+    offset = _offset(ingest, url)
+    r = ingest.patch(url, offset, data[offset:])
+    assert r.status_code == 204, r.text
+    assert r.headers["Upload-Offset"] == str(len(data))
+
+
+def _on(ingest: Ingest, url: str) -> str:
+    """The same upload addressed through another replica."""
+    return f"{ingest.url}/files/{url.rsplit('/', 1)[1]}"
+
+
+def test_two_replicas_share_uploads(start_ingest: Any, tmp_path: Path) -> None:
+    a = start_ingest()
+    b = start_ingest(storage=a.storage, keys=a.keys)
+    data = os.urandom(3 * MiB + 11)
+    url = a.create(len(data))
+    assert a.patch(url, 0, data[:MiB]).status_code == 204
+    # cut off on A in the middle of the next chunk ...
+    s = _open_patch(a, url, MiB, len(data) - MiB)
+    s.sendall(data[MiB:2 * MiB])
+    time.sleep(0.5)
+    s.close()
+    # ... resumed on B, which sees what A stored
+    _finish(b, _on(b, url), data)
+    assert a.data_path(url).read_bytes() == data
+    assert _offset(a, url) == len(data)
+
+
+def test_new_request_takes_over_a_stale_patch(start_ingest: Any) -> None:
+    """A PATCH whose client vanished (connection still open, no bytes coming) is asked to stop by
+    the resuming client's HEAD — here on another replica — which then gets its answer instead of
+    waiting for the lock (LOCK_WAIT=4: without takeover the HEAD would end in 423)."""
+    a = start_ingest(VIDUP_INGEST_LOCK_WAIT="4")
+    b = start_ingest(storage=a.storage, keys=a.keys, VIDUP_INGEST_LOCK_WAIT="4")
+    data = os.urandom(4 * MiB)
+    url = a.create(len(data))
+    stale = _open_patch(a, url, 0, len(data))
+    stale.sendall(data[: 2 * MiB])
+    time.sleep(1.0)  # the ingest has read these and now blocks waiting for more
+    started = time.monotonic()
+    r = b.head(_on(b, url))
+    took = time.monotonic() - started
+    assert r.status_code == 200, (r.status_code, r.text)
+    kept = int(r.headers["Upload-Offset"])
+    assert 0 < kept <= 2 * MiB
+    assert took < 4, took
+    # the stale request was answered (and closed), not left hanging
+    stale.settimeout(5)
+    reply = stale.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 409"), reply[:200]
+    stale.close()
+    _finish(b, _on(b, url), data)
+    assert b.data_path(url).read_bytes() == data
+
+
+def test_sigkill_mid_upload_restart_resume(start_ingest: Any) -> None:
+    env = {"VIDUP_INGEST_COMMIT_BYTES": str(256 * 1024)}
+    ing = start_ingest(**env)
+    data = os.urandom(6 * MiB + 3)
+    url = ing.create(len(data))
+    s = _open_patch(ing, url, 0, len(data))
+    for i in range(3):
+        s.sendall(data[i * MiB:(i + 1) * MiB])
+        time.sleep(0.2)
+    time.sleep(0.5)
+    ing.kill()  # master and workers, SIGKILL: no cleanup, the lock is still in Redis
+    s.close()
+    again = start_ingest(storage=ing.storage, keys=ing.keys, port=ing.port, **env)
+    kept = _offset(again, url)
+    assert 0 < kept <= 3 * MiB  # committed progress survived, never more than was sent
+    _finish(again, url, data)
+    assert again.data_path(url).read_bytes() == data
+
+
+def _status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def test_streaming_200_mib_keeps_memory_flat(start_ingest: Any, tmp_path: Path) -> None:
+    ing = start_ingest(VIDUP_INGEST_WORKERS="1")
+    size = 200 * MiB
+    src = tmp_path / "big.bin"
+    block = os.urandom(MiB)
+    with open(src, "wb") as f:
+        for _ in range(200):
+            f.write(block)
+    url = ing.create(size)
+    ing.patch(url, 0, b"warm-up")  # first request paid: imports, pools
+    url = ing.create(size)
+    (worker,) = ing.worker_pids()
+    before = _status_kib(worker, "VmRSS")
+    with open(src, "rb") as f:
+        r = ing.patch(url, 0, f)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(size)
+    peak = _status_kib(worker, "VmHWM")
+    growth_mib = (peak - before) / 1024
+    assert growth_mib < 24, f"RSS grew by {growth_mib:.1f} MiB while streaming 200 MiB"
+    assert ing.data_path(url).stat().st_size == size
+    assert requests.head(url, headers=ing.headers()).headers["Upload-Offset"] == str(size)
