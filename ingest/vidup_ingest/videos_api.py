@@ -28,6 +28,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
 from flask.blueprints import BlueprintSetupState
+from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.security import safe_join
 
 from vidup import storage_layout
@@ -316,8 +317,13 @@ def hls_file(video_id: str, token: str, file: str) -> Response:
         raise TusError(404, "no such file")
     path = _output_file(video_id, file)
     playlist = content_type == CONTENT_TYPES[".m3u8"]
-    resp = send_file(path, mimetype=content_type, conditional=True, etag=True,
-                     max_age=None if playlist else 3600)
+    try:
+        resp = send_file(path, mimetype=content_type, conditional=True, etag=True,
+                         max_age=None if playlist else 3600)
+    except RequestedRangeNotSatisfiable as exc:
+        # The app's error handler answers plain text; keep the header RFC 9110 asks for.
+        raise TusError(416, "requested range not satisfiable",
+                       {"Content-Range": f"bytes */{exc.length}"} if exc.length is not None else {}) from None
     resp.headers["Cache-Control"] = "no-cache" if playlist else "private, max-age=3600"
     return resp
 
@@ -328,10 +334,14 @@ def _output_file(video_id: str, file: str) -> Path:
         root = storage_layout.resolve(_settings().storage_dir, storage_layout.output_relpath(video_id))
     except ValueError:
         raise TusError(404, "no such file") from None
-    joined = safe_join(str(root), file)
+    joined = safe_join(str(root), file) if "\x00" not in file else None
     if joined is None:
         raise TusError(404, "no such file")
-    path = Path(joined).resolve()
-    if root not in path.parents or not path.is_file():
+    try:
+        path = Path(joined).resolve()
+        found = root in path.parents and path.is_file()
+    except (OSError, ValueError):  # a name the filesystem can't even look up
+        found = False
+    if not found:
         raise TusError(404, "no such file")
     return path
