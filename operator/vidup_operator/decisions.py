@@ -1,0 +1,342 @@
+"""The reconcile decision table: given a resource's status and its job's state, what to do.
+
+Pure: no Redis, no API server, no clock. :func:`decide` is called over and over (level-triggered)
+with whatever is true *now*; it must return the same answer for the same inputs and converge, so a
+restart, a duplicate event or a lost Redis never enqueues twice or loses a video:
+
+* the job id is ``job_id_for(uid, generation)``; an enqueue of an id that exists is a no-op;
+* ``attempts`` counts runs that *started* (a job lost from the queue before it ran costs nothing);
+* a raised (transient) failure is retried with exponential backoff until ``max_attempts`` runs;
+* a returned ``failed`` result is a permanent media error: Failed at once;
+* a job that says it runs but whose worker is gone, or a job Redis forgot, is enqueued again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from vidup.resource import Phase
+from vidup.transcode_jobs import REASON_INVALID_MEDIA, TranscodeResult, backoff_intervals, job_id_for
+from vidup_operator import status as st
+
+
+class JobState(StrEnum):
+    """The job as the operator sees it, folded from RQ's many statuses."""
+
+    MISSING = "missing"  # no such job in Redis (never enqueued, expired, or Redis lost its data)
+    WAITING = "waiting"  # queued, scheduled, deferred: no worker has it yet
+    RUNNING = "running"  # a live worker is executing it
+    FINISHED = "finished"  # returned a result (completed or a permanent media failure)
+    FAILED = "failed"  # raised, timed out or was stopped: transient
+    ABANDONED = "abandoned"  # says started, but the worker running it is gone
+    CANCELED = "canceled"  # someone canceled it; the resource still wants a transcode
+
+
+@dataclass(frozen=True)
+class JobView:
+    state: JobState
+    result: TranscodeResult | None = None
+    error: str = ""
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The retry budget (from :class:`vidup.settings.Settings`)."""
+
+    max_attempts: int = 3
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 300.0
+
+    def delay_after(self, attempts: int) -> float:
+        """Seconds to wait after the ``attempts``-th failed run (base, 2*base, ... capped)."""
+        intervals = backoff_intervals(max(1, attempts), self.retry_base_seconds, self.retry_max_seconds)
+        return float(intervals[-1])
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything :func:`decide` may look at; gathered by the reconciler's edges."""
+
+    uid: str
+    generation: int
+    renditions: tuple[int, ...]
+    status: Mapping[str, Any]
+    job: JobView
+    progress: int | None
+    now: datetime
+
+
+class JobCommand(StrEnum):
+    NONE = "none"
+    #: Enqueue ``job_id`` unless a job with that id exists already.
+    ENQUEUE = "enqueue"
+    #: Delete whatever is left of ``job_id`` (a failed or abandoned run) and enqueue it afresh.
+    REPLACE = "replace"
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event to post on the resource (shown by ``kubectl describe``)."""
+
+    reason: str
+    message: str
+    type: str = "Normal"
+
+
+@dataclass(frozen=True)
+class Decision:
+    job: JobCommand = JobCommand.NONE
+    job_id: str = ""
+    #: A job of an older generation to cancel (the spec changed under it).
+    cancel_job_id: str = ""
+    #: A JSON merge patch for ``status``; empty means "nothing to write".
+    status: dict[str, Any] = field(default_factory=dict)
+    events: tuple[Event, ...] = ()
+    #: Come back after this many seconds at the latest (a retry is due), even without news.
+    wake_after: float | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.job is JobCommand.NONE and not self.status and not self.cancel_job_id
+
+
+def needs_work(generation: int, status: Mapping[str, Any] | None) -> bool:
+    """Whether a resource still needs the operator: not terminal for its current generation."""
+    status = status or {}
+    phase = status.get("phase")
+    terminal = phase in (Phase.COMPLETED, Phase.FAILED)
+    return not (terminal and status.get("observedGeneration") == generation)
+
+
+def _phase_patch(
+    obs: Observation,
+    phase: Phase,
+    reason: str,
+    message: str,
+    *,
+    ready: bool = False,
+    **fields: Any,
+) -> dict[str, Any]:
+    conditions = st.ready_condition(
+        obs.status.get("conditions"), ready=ready, reason=reason, message=message,
+        generation=obs.generation, now=obs.now,
+    )
+    return {
+        "phase": str(phase),
+        "reason": reason,
+        "message": message,
+        "observedGeneration": obs.generation,
+        "conditions": conditions,
+        **fields,
+    }
+
+
+def _changed(current: Mapping[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """Drop keys whose value is already there, so an unchanged status is never re-written."""
+    return {k: v for k, v in patch.items() if current.get(k) != v}
+
+
+def decide(obs: Observation, policy: Policy) -> Decision:
+    """The one decision for this moment; see the module docstring for the rules."""
+    job_id = job_id_for(obs.uid, obs.generation)
+    status = obs.status
+    if status.get("jobId") != job_id or status.get("observedGeneration") != obs.generation:
+        return _start_generation(obs, job_id)
+
+    phase = status.get("phase")
+    if phase in (Phase.COMPLETED, Phase.FAILED):
+        return Decision()
+    attempts = int(status.get("attempts") or 0)
+    processing = phase == Phase.PROCESSING
+    job = obs.job
+
+    if job.state in (JobState.MISSING, JobState.CANCELED):
+        return _requeue_lost(obs, job_id, policy)
+
+    if job.state is JobState.WAITING:
+        if processing:  # someone (RQ's abandoned-job handling) put it back on the queue
+            message = "the worker running it was lost; the job is back on the queue"
+            return Decision(
+                status=_phase_patch(obs, Phase.QUEUED, st.REASON_REQUEUED, message, progress=0),
+                events=(Event(st.REASON_REQUEUED, message, "Warning"),),
+            )
+        if phase != Phase.QUEUED:  # e.g. Pending after a Redis outage, and the job is there after all
+            return Decision(status=_queued(obs, job_id, "waiting for a worker"))
+        return Decision()
+
+    if job.state is JobState.RUNNING:
+        if not processing:
+            attempts += 1
+            message = f"attempt {attempts} of {policy.max_attempts} running"
+            started = job.started_at or obs.now
+            patch = _phase_patch(
+                obs, Phase.PROCESSING, st.REASON_PROCESSING, message,
+                attempts=attempts, progress=max(0, min(99, obs.progress or 0)),
+                startedAt=st.rfc3339(started),
+            )
+            return Decision(status=patch, events=(Event("Started", f"transcode started ({message})"),))
+        current = int(status.get("progress") or 0)
+        if obs.progress is not None and min(99, obs.progress) > current:
+            return Decision(status={"progress": min(99, obs.progress)})
+        return Decision()
+
+    if not processing and not _waiting_to_retry(status, job):
+        attempts += 1  # the run started and ended between two looks
+    if job.state is JobState.FINISHED:
+        return _finished(obs, job, attempts)
+    if job.state is JobState.ABANDONED:
+        return _abandoned(obs, job_id, attempts, policy)
+    return _failed(obs, job_id, job, attempts, policy)
+
+
+def _start_generation(obs: Observation, job_id: str) -> Decision:
+    """A new resource, or a spec change: one fresh job for this generation."""
+    old = str(obs.status.get("jobId") or "")
+    message = "waiting for a worker"
+    patch = _queued(obs, job_id, message)
+    patch.update(attempts=0, progress=0, startedAt=None, completedAt=None, source=None)
+    if old and old != job_id:
+        event = Event(st.REASON_QUEUED, f"spec changed (generation {obs.generation}); job {job_id} queued")
+    else:
+        event = Event(st.REASON_QUEUED, f"job {job_id} queued")
+    return Decision(
+        job=JobCommand.ENQUEUE, job_id=job_id, cancel_job_id=old if old != job_id else "",
+        status=patch, events=(event,),
+    )
+
+
+def _queued(obs: Observation, job_id: str, message: str) -> dict[str, Any]:
+    return _phase_patch(
+        obs, Phase.QUEUED, st.REASON_QUEUED, message, jobId=job_id,
+        outputs=st.requested_outputs(obs.renditions),
+    )
+
+
+def _requeue_lost(obs: Observation, job_id: str, policy: Policy) -> Decision:
+    """The resource says there is work, Redis has no (live) job: the resource is the truth."""
+    if _waiting_to_retry(obs.status, obs.job):
+        # The failed run was forgotten while we waited to retry it: retry now instead.
+        return _retry_now(obs, job_id, int(obs.status.get("attempts") or 0), policy)
+    if obs.status.get("phase") == Phase.PENDING:
+        # The first enqueue could not reach Redis; this is that enqueue, not a recovery.
+        patch = _queued(obs, job_id, "waiting for a worker")
+        return Decision(
+            job=JobCommand.ENQUEUE, job_id=job_id, status=patch,
+            events=(Event(st.REASON_QUEUED, f"job {job_id} queued"),),
+        )
+    message = "the job was lost from Redis; enqueued again"
+    if obs.job.state is JobState.CANCELED:
+        message = "the job was canceled outside the operator; enqueued again"
+    patch = _changed(obs.status, _phase_patch(obs, Phase.QUEUED, st.REASON_REQUEUED, message, progress=0))
+    return Decision(
+        job=JobCommand.REPLACE, job_id=job_id, status=patch,
+        events=(Event(st.REASON_REQUEUED, message, "Warning"),),
+    )
+
+
+def _finished(obs: Observation, job: JobView, attempts: int) -> Decision:
+    result = job.result
+    ended = st.rfc3339(job.ended_at or obs.now)
+    if result is None:
+        message = "the job finished without a readable result"
+        patch = _phase_patch(
+            obs, Phase.FAILED, st.REASON_TRANSCODE_FAILED, message, attempts=attempts, completedAt=ended,
+        )
+        return Decision(status=patch, events=(Event("Failed", message, "Warning"),))
+    if result.status == "completed":
+        heights = st.summary(r.height for r in result.renditions)
+        duration = result.source.duration_seconds if result.source else result.duration_seconds
+        message = f"transcoded {duration:.1f}s of video into {heights}"
+        patch = _phase_patch(
+            obs, Phase.COMPLETED, st.REASON_TRANSCODED, message, ready=True,
+            attempts=attempts, progress=100, completedAt=ended,
+            source=st.source_status(result.source), outputs=st.outputs_status(result),
+        )
+        return Decision(status=patch, events=(Event("Completed", message),))
+    reason = result.reason or REASON_INVALID_MEDIA
+    message = result.message or "the upload could not be transcoded"
+    patch = _phase_patch(
+        obs, Phase.FAILED, reason, message, attempts=attempts, completedAt=ended,
+        source=st.source_status(result.source),
+    )
+    return Decision(status=patch, events=(Event("Failed", f"{reason}: {message}", "Warning"),))
+
+
+def _abandoned(obs: Observation, job_id: str, attempts: int, policy: Policy) -> Decision:
+    message = f"attempt {attempts} of {policy.max_attempts} was abandoned: the worker running it was lost"
+    if attempts >= policy.max_attempts:
+        return _give_up(obs, attempts, message)
+    patch = _phase_patch(
+        obs, Phase.QUEUED, st.REASON_REQUEUED, f"{message}; enqueued again", attempts=attempts, progress=0,
+    )
+    return Decision(
+        job=JobCommand.REPLACE, job_id=job_id, status=patch,
+        events=(Event(st.REASON_REQUEUED, f"{message}; enqueued again", "Warning"),),
+    )
+
+
+def _failed(obs: Observation, job_id: str, job: JobView, attempts: int, policy: Policy) -> Decision:
+    error = _last_line(job.error) or "the transcode failed"
+    if _waiting_to_retry(obs.status, job):
+        due = (job.ended_at or obs.now) + timedelta(seconds=policy.delay_after(attempts))
+        if obs.now >= due:
+            return _retry_now(obs, job_id, attempts, policy)
+        return Decision(wake_after=(due - obs.now).total_seconds())
+    if attempts >= policy.max_attempts:
+        return _give_up(obs, attempts, f"attempt {attempts} of {policy.max_attempts} failed: {error}")
+    delay = policy.delay_after(attempts)
+    message = f"attempt {attempts} of {policy.max_attempts} failed: {error}; retrying in {delay:g}s"
+    patch = _phase_patch(obs, Phase.QUEUED, st.REASON_RETRYING, message, attempts=attempts, progress=0)
+    return Decision(status=patch, events=(Event(st.REASON_RETRYING, message, "Warning"),), wake_after=delay)
+
+
+def _retry_now(obs: Observation, job_id: str, attempts: int, policy: Policy) -> Decision:
+    """The backoff is over: enqueue the next run, and leave Retrying so its outcome counts."""
+    message = f"attempt {attempts + 1} of {policy.max_attempts} waiting for a worker"
+    patch = _phase_patch(obs, Phase.QUEUED, st.REASON_QUEUED, message, progress=0)
+    return Decision(job=JobCommand.REPLACE, job_id=job_id, status=patch)
+
+
+def _give_up(obs: Observation, attempts: int, message: str) -> Decision:
+    patch = _phase_patch(
+        obs, Phase.FAILED, st.REASON_TRANSCODE_FAILED, message, attempts=attempts,
+        completedAt=st.rfc3339(obs.job.ended_at or obs.now),
+    )
+    return Decision(status=patch, events=(Event("Failed", message, "Warning"),))
+
+
+def _waiting_to_retry(status: Mapping[str, Any], job: JobView) -> bool:
+    """Queued with reason Retrying and the failed run still there: only the backoff is left."""
+    return (
+        status.get("phase") == Phase.QUEUED
+        and status.get("reason") == st.REASON_RETRYING
+        and job.state in (JobState.FAILED, JobState.MISSING, JobState.CANCELED)
+    )
+
+
+def _last_line(text: str) -> str:
+    """The exception of a traceback (the worker's message, maybe several lines), not the stack."""
+    lines = text.rstrip().splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        body = lines[starts[-1] + 1:]
+        first = next((i for i, line in enumerate(body) if line and not line.startswith(" ")), None)
+        lines = body[first:] if first is not None else body
+    return "\n".join(lines).strip()[:2000]
+
+
+def pending_patch(obs: Observation, job_id: str, error: str) -> dict[str, Any]:
+    """Status when the job could not be enqueued (Redis unreachable): Pending, to be tried again."""
+    message = f"could not enqueue the transcode yet: {error}"
+    patch = _phase_patch(obs, Phase.PENDING, st.REASON_PENDING, message, jobId=job_id)
+    patch.update(
+        attempts=0, progress=0, startedAt=None, completedAt=None, source=None,
+        outputs=st.requested_outputs(obs.renditions),
+    )
+    return patch

@@ -1,0 +1,75 @@
+"""Kopf handlers: thin translations into the reconciler and the clean-up. No decisions here."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import kopf
+
+from vidup.resource import GROUP, PLURAL, VERSION
+from vidup.transcode_jobs import job_id_for
+from vidup_operator.decisions import needs_work
+from vidup_operator.outputs import remove_outputs
+from vidup_operator.reconciler import Reconciler, Runtime
+
+FINALIZER = f"{GROUP}/operator"
+#: How long a delete waits for a stopped encode to let go before removing its files anyway.
+STOP_WAIT_SECONDS = 20.0
+
+
+def configure(settings: kopf.OperatorSettings) -> None:
+    """Kopf keeps its bookkeeping in annotations (the status schema would prune ``status.kopf``),
+    posts only warnings as Events (ours are the readable ones), and watches one namespace without
+    scanning the cluster, so it needs no RBAC beyond what the chart grants."""
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration",
+    )
+    settings.posting.level = logging.WARNING
+    settings.scanning.disabled = True
+
+
+@kopf.on.startup()
+async def on_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    configure(settings)
+
+
+def _needs_work(body: kopf.Body, **_: Any) -> bool:
+    return needs_work(int(body.metadata.get("generation") or 1), body.get("status"))
+
+
+@kopf.daemon(
+    GROUP, VERSION, PLURAL, id="reconcile", when=_needs_work,
+    cancellation_backoff=3.0, cancellation_timeout=10.0,
+)
+async def reconcile(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """One loop per resource that still has work; Kopf stops it once the resource is terminal."""
+    runtime: Runtime = memo["runtime"]
+    await Reconciler(runtime, body).run(stopped)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")
+async def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """Stop or cancel the job, remove the outputs (unless kept), then let the resource go."""
+    runtime: Runtime = memo["runtime"]
+    jobs = runtime.jobs
+    ids = {job_id_for(str(body.metadata.uid), int(body.metadata.get("generation") or 1))}
+    if body.get("status", {}).get("jobId"):
+        ids.add(str(body["status"]["jobId"]))
+    for job_id in sorted(ids):
+        if await asyncio.to_thread(jobs.cancel, job_id):
+            deadline = time.monotonic() + STOP_WAIT_SECONDS
+            while time.monotonic() < deadline and await asyncio.to_thread(jobs.still_running, job_id):
+                await asyncio.sleep(0.2)
+    settings = runtime.config.settings
+    if settings.keep_outputs:
+        logger.info("keeping outputs of %s (VIDUP_KEEP_OUTPUTS)", body.metadata.name)
+    else:
+        removed = await asyncio.to_thread(remove_outputs, settings.storage_dir, str(body.metadata.name))
+        logger.info("removed %s", ", ".join(str(p) for p in removed) or "no outputs")
+    for job_id in sorted(ids):
+        await asyncio.to_thread(jobs.forget, job_id)

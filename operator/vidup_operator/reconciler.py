@@ -1,0 +1,172 @@
+"""The per-resource loop: observe (Redis), decide (pure), act (RQ, then status, then events).
+
+Runs inside a Kopf daemon while the resource needs work. It keeps its own copy of the status it
+last wrote: the operator is the only writer, so that copy is the truth, and deciding from it (not
+from a watch event that may lag) keeps one transition from being acted on twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from redis.exceptions import RedisError
+
+from vidup import storage_layout
+from vidup.resource import VideoSpec
+from vidup.transcode_jobs import TranscodeRequest, job_id_for
+from vidup_operator.config import OperatorConfig
+from vidup_operator.decisions import Decision, JobCommand, JobView, Observation, decide, needs_work, pending_patch
+from vidup_operator.jobs import JobStore
+from vidup_operator.kube import Kube
+from vidup_operator.wakeups import Wakeups
+
+log = logging.getLogger(__name__)
+
+
+class Stopped(Protocol):
+    """Kopf's ``stopped`` kwarg: falsy while the daemon should run; ``await stopped.wait(t)``."""
+
+    def __bool__(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> Any: ...
+
+
+@dataclass
+class Runtime:
+    """What every resource's loop shares: config, Redis/RQ, the API client, the wake-up hub."""
+
+    config: OperatorConfig
+    jobs: JobStore
+    kube: Kube
+    wakeups: Wakeups
+
+
+def request_for(name: str, spec: Mapping[str, Any]) -> TranscodeRequest:
+    """The worker's request: the resource name is the video id; outputs go to ``outputs/<name>``."""
+    video = VideoSpec.from_spec(dict(spec))
+    return TranscodeRequest(
+        video_id=name,
+        source_path=video.source_path,
+        output_path=storage_layout.output_relpath(name),
+        renditions=list(video.renditions),
+        segment_seconds=video.segment_seconds,
+    )
+
+
+class Reconciler:
+    def __init__(self, runtime: Runtime, body: Mapping[str, Any]) -> None:
+        self.runtime = runtime
+        self.body = body  # Kopf's live view: spec/metadata follow the watch stream
+        self.status: dict[str, Any] = dict(body.get("status") or {})
+        self.last_progress_patch = 0.0
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self.body.get("metadata") or {}
+
+    def generation(self) -> int:
+        return int(self.meta.get("generation") or 1)
+
+    async def run(self, stopped: Stopped) -> None:
+        """Reconcile until Kopf stops the daemon (the resource is terminal, deleted, or we step down)."""
+        config = self.runtime.config
+        while not stopped:
+            job_id = job_id_for(str(self.meta.get("uid")), self.generation())
+            wake_after = config.poll_seconds
+            try:
+                decision = await self.step()
+            except RedisError as exc:
+                log.warning("%s: Redis unavailable (%s); retrying", self.meta.get("name"), exc)
+                wake_after = max(config.poll_seconds, 2.0)
+            else:
+                if decision.wake_after is not None:
+                    wake_after = min(wake_after, max(0.05, decision.wake_after))
+                if not needs_work(self.generation(), self.status):
+                    # Terminal: Kopf stops us once the watch shows it; no need to poll until then.
+                    wake_after = 5.0
+            await self._sleep(job_id, wake_after, stopped)
+            # Bound the write rate: a chatty encode must not turn into a patch per percent.
+            since = time.monotonic() - self.last_progress_patch
+            if since < config.min_patch_seconds:
+                await asyncio.sleep(config.min_patch_seconds - since)
+        self.runtime.wakeups.drop(job_id_for(str(self.meta.get("uid")), self.generation()))
+
+    async def _sleep(self, job_id: str, timeout: float, stopped: Stopped) -> None:
+        """Until news for the job, the timeout, or Kopf asking us to stop (so we exit gracefully)."""
+
+        async def until_stopped() -> None:
+            await stopped.wait(timeout)
+
+        tasks = {
+            asyncio.ensure_future(self.runtime.wakeups.wait(job_id, timeout)),
+            asyncio.ensure_future(until_stopped()),
+        }
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def step(self) -> Decision:
+        """One observe-decide-act round."""
+        if self.meta.get("deletionTimestamp"):
+            return Decision()
+        uid, generation = str(self.meta.get("uid")), self.generation()
+        job_id = job_id_for(uid, generation)
+        spec = self.body.get("spec") or {}
+        jobs = self.runtime.jobs
+        view, progress = await asyncio.to_thread(self._observe, jobs, job_id)
+        obs = Observation(
+            uid=uid, generation=generation, renditions=tuple(VideoSpec.from_spec(dict(spec)).renditions),
+            status=self.status, job=view, progress=progress, now=datetime.now(UTC),
+        )
+        decision = decide(obs, self.runtime.config.policy)
+        if decision.idle:
+            return decision
+        # Shielded: once the job is touched, the status and events must follow even if Kopf
+        # cancels the daemon (it does when our own Completed patch makes the resource terminal).
+        await asyncio.shield(self.act(decision, obs, spec))
+        return decision
+
+    @staticmethod
+    def _observe(jobs: JobStore, job_id: str) -> tuple[JobView, int | None]:
+        return jobs.observe(job_id), jobs.progress(job_id)
+
+    async def act(self, decision: Decision, obs: Observation, spec: Mapping[str, Any]) -> None:
+        """Job first, then status, then events: a crash in between repeats the step harmlessly."""
+        name = str(self.meta.get("name"))
+        jobs = self.runtime.jobs
+        status_patch = decision.status
+        if decision.cancel_job_id:
+            await asyncio.to_thread(jobs.cancel, decision.cancel_job_id)
+            await asyncio.to_thread(jobs.forget, decision.cancel_job_id)
+        if decision.job is not JobCommand.NONE:
+            request = request_for(name, spec)
+            try:
+                await asyncio.to_thread(
+                    jobs.enqueue, decision.job_id, request, replace=decision.job is JobCommand.REPLACE,
+                )
+            except RedisError as exc:
+                if self.status.get("jobId") == decision.job_id and self.status.get("phase") == "Pending":
+                    raise
+                status_patch = pending_patch(obs, decision.job_id, str(exc))
+                await self._patch(name, status_patch)
+                raise
+        if status_patch:
+            await self._patch(name, status_patch)
+        for event in decision.events:
+            await asyncio.to_thread(self.runtime.kube.post_event, dict(self.body), event)
+
+    async def _patch(self, name: str, patch: dict[str, Any]) -> None:
+        namespace = str(self.meta.get("namespace") or self.runtime.config.settings.namespace)
+        updated = await asyncio.to_thread(self.runtime.kube.patch_status, namespace, name, patch)
+        if updated is not None:
+            self.status = dict(updated.get("status") or {})
+        if set(patch) == {"progress"}:
+            self.last_progress_patch = time.monotonic()
