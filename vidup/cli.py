@@ -87,6 +87,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upload(args: argparse.Namespace) -> int:
+    from vidup import upload_client
+
+    return upload_client.run(args.file, args.url, args.token, args.wait, args.json, args.timeout)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vidup", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     build = sub.add_parser("build", help="build (or find cached) etcd, kube-apiserver, kubectl and helm")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.set_defaults(func=cmd_build)
+
+    upload = sub.add_parser("upload", help="upload a video over TUS (resumable); --wait follows its transcode")
+    upload.add_argument("file")
+    upload.add_argument("--url", help="the ingest's URL (default: $VIDUP_URL)")
+    upload.add_argument("--token", help="API key or upload token (default: $VIDUP_TOKEN)")
+    upload.add_argument("--wait", action="store_true", help="follow the video until COMPLETED or FAILED")
+    upload.add_argument("--json", action="store_true", help="print the final status document as JSON")
+    upload.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    upload.set_defaults(func=cmd_upload)
 
     args = parser.parse_args(argv)
     return int(args.func(args))
