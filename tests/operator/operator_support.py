@@ -7,6 +7,7 @@ definitions `vidup up` uses (:mod:`vidup.localstack.components`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -122,10 +123,8 @@ class World:
                     GROUP, VERSION, self.namespace, PLURAL, item["metadata"]["name"],
                     {"metadata": {"finalizers": None}}, _content_type="application/merge-patch+json",
                 )
-            try:
+            with contextlib.suppress(ApiException):
                 client.CoreV1Api(self.api).delete_namespace(self.namespace)
-            except ApiException:
-                pass
             self.api.close()
         if self.redis_server is not None:
             self.redis_server.stop()
