@@ -8,6 +8,8 @@ VIDUP_INGEST_COMMIT_BYTES           67108864 commit (sync + record offset) at le
 VIDUP_INGEST_FSYNC                  always   "always": fdatasync before an offset is committed,
                                              "never": rely on the page cache (survives a
                                              process crash, not a node crash — tusd's policy)
+VIDUP_INGEST_READ_TIMEOUT           60       seconds a body read may stall before the client
+                                             counts as gone (what arrived is kept)
 VIDUP_INGEST_LOCK_TTL               1.5      seconds a dead holder keeps an upload locked
 VIDUP_INGEST_LOCK_WAIT              10       seconds a request waits for a lock before 423
 VIDUP_INGEST_CLEANUP_INTERVAL       60       seconds between expiry sweeps (0 disables)
@@ -39,6 +41,7 @@ class IngestConfig:
     read_size: int = 1 << 20
     commit_bytes: int = 64 << 20
     fsync: bool = True
+    read_timeout: float = 60.0
     lock_ttl: float = 1.5
     lock_wait: float = 10.0
     cleanup_interval: float = 60.0
@@ -58,6 +61,7 @@ class IngestConfig:
             read_size=_int("VIDUP_INGEST_READ_SIZE", d.read_size),
             commit_bytes=_int("VIDUP_INGEST_COMMIT_BYTES", d.commit_bytes),
             fsync=fsync == "always",
+            read_timeout=_float("VIDUP_INGEST_READ_TIMEOUT", d.read_timeout),
             lock_ttl=_float("VIDUP_INGEST_LOCK_TTL", d.lock_ttl),
             lock_wait=_float("VIDUP_INGEST_LOCK_WAIT", d.lock_wait),
             cleanup_interval=_float("VIDUP_INGEST_CLEANUP_INTERVAL", d.cleanup_interval),

@@ -12,8 +12,8 @@ import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, BinaryIO
 
+from vidup_ingest.bodyreader import BodyReader
 from vidup_ingest.headers import Checksum
 from vidup_ingest.storage import UploadWriter
 
@@ -27,15 +27,16 @@ class TransferResult:
     checksum_ok: bool | None = None
 
 
-def receive(body: BinaryIO | Any, writer: UploadWriter, *, max_bytes: int, read_size: int,
+def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size: int,
             commit_bytes: int, checksum: Checksum | None, stop: threading.Event,
             commit: Callable[[int], None]) -> TransferResult:
-    """Copy up to ``max_bytes`` from ``body`` to ``writer``.
+    """Copy up to ``max_bytes`` from ``body`` to ``writer`` through one reused buffer.
 
     ``commit(n)`` is called with the bytes received so far, after ``writer.sync()``, at most every
     ``commit_bytes`` (never when a checksum is pending). The caller commits the end itself.
     """
     hasher = hashlib.new(checksum.algorithm) if checksum else None
+    buf = memoryview(bytearray(read_size))
     received = 0
     committed = 0
     ending = "eof"
@@ -43,32 +44,42 @@ def receive(body: BinaryIO | Any, writer: UploadWriter, *, max_bytes: int, read_
         if stop.is_set():
             ending = "stopped"
             break
-        try:
-            data = body.read(min(read_size, max_bytes - received))
-        except Exception:  # any read failure is a lost client: gunicorn, werkzeug and OSError all differ
-            ending = "stopped" if stop.is_set() else "disconnected"
-            break
-        if not data:
+        want = min(read_size, max_bytes - received)
+        filled, ending = _fill(body, buf[:want])
+        if filled:
+            chunk = buf[:filled]
+            writer.write(chunk)
+            if hasher is not None:
+                hasher.update(chunk)
+            received += filled
+        if ending != "eof" or filled < want:
             if stop.is_set():
                 ending = "stopped"
             break
-        writer.write(data)
-        if hasher is not None:
-            hasher.update(data)
-        received += len(data)
         if hasher is None and received - committed >= commit_bytes:
             writer.sync()
             commit(received)
             committed = received
     else:
         # The body may not go past max_bytes: one more byte means the request was too long.
-        try:
-            extra = body.read(1)
-        except Exception:
-            extra = b""
+        extra, _ = _fill(body, buf[:1])
         if extra:
             ending = "overflow"
     result = TransferResult(received, ending)
     if hasher is not None and checksum is not None:
         result.checksum_ok = ending == "eof" and hasher.digest() == checksum.digest
     return result
+
+
+def _fill(body: BodyReader, view: memoryview) -> tuple[int, str]:
+    """Read until ``view`` is full or the body ends: (bytes read, "eof" | "disconnected")."""
+    filled = 0
+    while filled < len(view):
+        try:
+            n = body.readinto(view[filled:])
+        except Exception:  # a lost client: gunicorn, werkzeug and the socket each raise their own
+            return filled, "disconnected"
+        if n == 0:
+            break
+        filled += n
+    return filled, "eof"

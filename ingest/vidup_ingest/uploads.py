@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vidup_ingest.bodyreader import open_body
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
 from vidup_ingest.handover import Handover
@@ -220,8 +221,9 @@ class Uploads:
             current[0] = current[0].with_(offset=plan.start + received, expires_at=now + self.expiry)
             self.storage.save(current[0])
 
+        reader = open_body(body.stream, self.config.read_timeout)
         try:
-            result = receive(body.stream, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
+            result = receive(reader, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
                              commit_bytes=self.config.commit_bytes, checksum=body.checksum, stop=stop,
                              commit=commit)
             if result.ending == "overflow":
@@ -237,6 +239,7 @@ class Uploads:
         except _LockLost:
             return PatchOutcome(original, "stopped")
         finally:
+            reader.close()
             writer.close()
         info = current[0]
         if info.complete:
