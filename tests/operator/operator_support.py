@@ -32,7 +32,13 @@ from vidup.storage_layout import upload_relpath
 T = TypeVar("T")
 
 #: Fast encodes for tests; the worker reads it (vidup_transcoder.command.x264_preset).
-FAST_ENV = {"VIDUP_X264_PRESET": "ultrafast", "VIDUP_RETRY_BASE_SECONDS": "1"}
+FAST_ENV = {
+    "VIDUP_X264_PRESET": "ultrafast",
+    "VIDUP_RETRY_BASE_SECONDS": "1",
+    # The worker notices a dead peer after heartbeat + grace; keep that short for the fault tests.
+    "VIDUP_WORKER_HEARTBEAT_SECONDS": "2",
+    "VIDUP_WORKER_HEARTBEAT_GRACE_SECONDS": "4",
+}
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
