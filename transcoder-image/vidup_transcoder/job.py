@@ -54,7 +54,7 @@ MESSAGE_LIMIT = 2000
 _MEDIA_ERROR_MARKERS = (
     "invalid data found", "error while decoding", "corrupt", "moov atom not found", "invalid nal",
     "error reading header", "could not find codec parameters", "output file is empty",
-    "decoding error", "no frame!",
+    "decoding error", "no frame!", "not found for input stream", "unsupported codec",
 )
 _TRANSIENT_MARKERS = ("no space left", "input/output error", "stale file handle", "cannot allocate memory")
 

@@ -22,13 +22,18 @@ STDERR_LINES = 20
 TERMINATE_GRACE_SECONDS = 5.0
 
 
-def _die_with_parent() -> None:
-    """Linux: have the kernel SIGKILL FFmpeg if the job process dies first (SIGKILLed worker),
-    so an abandoned encode never keeps burning CPU or writing into a directory being cleaned."""
-    with contextlib.suppress(Exception):
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+# Loaded once at import: dlopen() right after fork() in a process that had threads can deadlock.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies. Used for FFmpeg (so an
+    abandoned encode never keeps burning CPU or writing into a directory being cleaned) and for RQ's
+    work-horse (so a SIGKILLed worker takes its job's processes along, as a dying pod would)."""
+    if _LIBC is not None:
+        with contextlib.suppress(Exception):
+            _LIBC.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ def run_streaming(
     proc = subprocess.Popen(
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True, errors="replace", bufsize=1,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        preexec_fn=die_with_parent if _LIBC is not None else None,
     )
 
     def drain_stderr() -> None:

@@ -12,11 +12,8 @@ A thin wrapper around RQ's forking ``Worker`` that adds what a video worker need
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -32,6 +29,7 @@ from rq.worker_registration import clean_worker_registry
 
 from vidup.settings import Settings
 from vidup_transcoder.recovery import remove_job_partials, requeue_abandoned
+from vidup_transcoder.runner import die_with_parent
 
 log = logging.getLogger("vidup_transcoder.worker")
 
@@ -87,11 +85,9 @@ class TranscodeWorker(Worker):
     def setup_work_horse_signals(self) -> None:
         """In the work-horse: die with the worker (Linux), so a SIGKILLed worker takes its encode along."""
         super().setup_work_horse_signals()
-        if sys.platform.startswith("linux"):
-            with contextlib.suppress(Exception):
-                ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-            if os.getppid() != self._parent_pid:
-                os._exit(1)
+        die_with_parent()
+        if os.getppid() != self._parent_pid:  # the worker died before the line above took effect
+            os._exit(1)
 
     def monitor_work_horse(self, job: Job, queue: Queue, execution: Any) -> None:
         try:
