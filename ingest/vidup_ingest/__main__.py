@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         "keepalive": 75,
         "accesslog": "-",
         "errorlog": "-",
+        "loglevel": os.environ.get("VIDUP_INGEST_LOG_LEVEL", "info"),
         # Several ingests run side by side (replicas, tests): no shared control socket in $HOME.
         "control_socket_disable": True,
     }).run()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import socket
 from typing import Any, Protocol
 
@@ -88,6 +89,6 @@ class GunicornSocketBody:
 
 
 def open_body(stream: Any, timeout: float | None = None) -> BodyReader:
-    if GunicornSocketBody.supports(stream):
+    if os.environ.get("VIDUP_INGEST_SOCKET_READS", "1") != "0" and GunicornSocketBody.supports(stream):
         return GunicornSocketBody(stream, timeout)
     return StreamBody(stream)

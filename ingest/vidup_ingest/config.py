@@ -15,6 +15,9 @@ VIDUP_INGEST_LOCK_WAIT              10       seconds a request waits for a lock 
 VIDUP_INGEST_CLEANUP_INTERVAL       60       seconds between expiry sweeps (0 disables)
 VIDUP_INGEST_CORS_ORIGINS           *        comma list of allowed Origins, or *
 VIDUP_INGEST_PROXY_HOPS             1        trusted proxies for X-Forwarded-Proto/Host/Prefix
+VIDUP_INGEST_SOCKET_READS           1        0 reads bodies through gunicorn's read() instead of
+                                             recv_into on the socket (see bodyreader.py)
+VIDUP_INGEST_LOG_LEVEL              info     gunicorn log level
 =================================== ======== ==============================================
 """
 
