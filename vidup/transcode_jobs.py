@@ -90,7 +90,7 @@ class SourceFacts:
 class TranscodeResult:
     status: Literal["completed", "failed"]
     video_id: str
-    #: Relative to VIDUP_STORAGE_DIR; empty when failed.
+    #: These three are relative to VIDUP_STORAGE_DIR; empty when failed.
     output_path: str = ""
     master_playlist: str = ""
     poster: str = ""

@@ -7,6 +7,8 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from vidup.transcode_jobs import RenditionResult, SourceFacts, TranscodeResult, job_id_for
 from vidup_operator.decisions import (
     Decision,
     JobCommand,
@@ -18,8 +20,6 @@ from vidup_operator.decisions import (
     needs_work,
     pending_patch,
 )
-
-from vidup.transcode_jobs import RenditionResult, SourceFacts, TranscodeResult, job_id_for
 
 UID = "5f0c7d2e-0000-4000-8000-000000000001"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

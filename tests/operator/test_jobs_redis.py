@@ -12,11 +12,11 @@ import redis
 from rq import SimpleWorker
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
+
+from vidup.transcode_jobs import TranscodeRequest, progress_key
 from vidup_operator.decisions import JobState
 from vidup_operator.jobs import JobStore
 from vidup_operator.leader import LeaderLease, lease_key
-
-from vidup.transcode_jobs import TranscodeRequest, progress_key
 
 
 @pytest.fixture

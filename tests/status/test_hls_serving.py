@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 from status_support import StatusIngest, completed_status
+
 from vidup_ingest import playback_tokens
 
 MASTER = (

@@ -6,6 +6,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+
 from vidup_transcoder.command import (
     EncodePlan,
     build_ffmpeg_command,

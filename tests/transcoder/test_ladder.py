@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vidup_transcoder.ladder import DEFAULT_HEIGHTS, RUNGS, choose_ladder, rung_for, scaled_size
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import m3u8
+
 from vidup_transcoder.master_playlist import (
     Segment,
     Variant,

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from vidup_transcoder.errors import InvalidMediaError
 from vidup_transcoder.probe import parse_probe, rotation_of
 

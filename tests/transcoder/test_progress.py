@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from vidup_transcoder.progress import ProgressParser, parse_out_time
 
 RECORDED = (Path(__file__).parent / "data" / "progress-5s.txt").read_text().splitlines()

@@ -19,7 +19,6 @@ from rq import Queue, Retry, Worker
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 from transcoder_media import make_source
-from vidup_transcoder.job import job_timeout_for
 
 from vidup.localstack.components import worker_process
 from vidup.localstack.processes import ManagedProcess, pid_alive, wait_until
@@ -31,6 +30,7 @@ from vidup.transcode_jobs import (
     progress_channel,
     progress_key,
 )
+from vidup_transcoder.job import job_timeout_for
 
 # Worker names must be unique per Redis: a SIGKILLed worker's registration outlives it for a while.
 _INDEXES = itertools.count(random.randint(1_000, 9_000_000))

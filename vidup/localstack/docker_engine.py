@@ -5,6 +5,8 @@ The engine gets its own socket and exec root per run; its data root (images, lay
 in the vidup cache so the base image and build layers are made once per machine. When
 ``debian:bookworm-slim`` is missing (no registry to pull from) it is made with debootstrap from the
 machine's own Debian mirror; on a user's machine the same Dockerfiles simply pull the official one.
+A base made here also carries this machine's certificate authorities (and pip's pointer to them),
+so that builds behind a TLS-inspecting egress proxy reach PyPI exactly as the host does.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from vidup.localstack import binaries
 from vidup.localstack.processes import ManagedProcess, wait_until
 
 BASE_IMAGE = "debian:bookworm-slim"
+HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
+HOST_EXTRA_CAS = Path("/usr/local/share/ca-certificates")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -81,15 +85,17 @@ class DockerEngine:
     def ensure_base_image(self) -> None:
         if self.has_image(BASE_IMAGE):
             return
-        with tempfile.TemporaryDirectory(prefix="vidup-rootfs-") as rootfs:
+        with tempfile.TemporaryDirectory(prefix="vidup-rootfs-") as tmp:
+            rootfs = Path(tmp)
             subprocess.run(
-                ["debootstrap", "--variant=minbase", "bookworm", rootfs, debian_mirror()],
+                ["debootstrap", "--variant=minbase", "bookworm", str(rootfs), debian_mirror()],
                 check=True, capture_output=True, timeout=900,
             )
-            tar = subprocess.Popen(["tar", "-C", rootfs, "-c", "."], stdout=subprocess.PIPE)
+            _copy_host_trust(rootfs)
+            tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
             subprocess.run(
-                ["docker", "-H", self.host, "import", "-", BASE_IMAGE], stdin=tar.stdout, check=True,
-                capture_output=True, timeout=600,
+                ["docker", "-H", self.host, "import", "-", BASE_IMAGE],
+                stdin=tar.stdout, check=True, capture_output=True, timeout=600,
             )
             tar.wait()
 
@@ -103,3 +109,17 @@ class DockerEngine:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=20)
+
+
+def _copy_host_trust(rootfs: Path) -> None:
+    """Give a locally made base this machine's CAs and point pip at them (see the module docstring)."""
+    if HOST_EXTRA_CAS.is_dir():
+        target = rootfs / HOST_EXTRA_CAS.relative_to("/")
+        target.mkdir(parents=True, exist_ok=True)
+        for cert in HOST_EXTRA_CAS.glob("*.crt"):
+            shutil.copy(cert, target / cert.name)
+    if HOST_CA_BUNDLE.is_file():
+        bundle = rootfs / HOST_CA_BUNDLE.relative_to("/")
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(HOST_CA_BUNDLE, bundle)
+        (rootfs / "etc" / "pip.conf").write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
