@@ -9,6 +9,7 @@ import string
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from vidup_ingest.errors import TusError
 from vidup_ingest.headers import (
     MAX_INT,
