@@ -7,9 +7,9 @@ BIN := $(VENV)/bin
 APT_PACKAGES := ffmpeg redis-server docker.io debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install apt-packages python-env controlplane lint test demo clean
+.PHONY: install apt-packages python-env js-clients controlplane lint test demo clean
 
-install: apt-packages python-env controlplane
+install: apt-packages python-env js-clients controlplane
 
 apt-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,6 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# tus-js-client for the real-client tests (Node.js and npm must be installed).
+js-clients: tests/ingest/js/node_modules/.installed
+
+tests/ingest/js/node_modules/.installed: tests/ingest/js/package-lock.json
+	npm ci --prefix tests/ingest/js --no-audit --no-fund
 	touch $@
 
 # etcd, kube-apiserver, kubectl and helm, built from the Go module proxy once per machine (cached).
