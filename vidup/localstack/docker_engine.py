@@ -109,6 +109,9 @@ class DockerEngine:
     def stop(self) -> None:
         if self.process is not None:
             self.process.stop(grace=20)
+        # dockerd leaves its network-namespace bind mounts behind under the exec root.
+        for mount in _mounts_under(self.run_dir):
+            subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
 
 
 def _copy_host_trust(rootfs: Path) -> None:
@@ -123,3 +126,11 @@ def _copy_host_trust(rootfs: Path) -> None:
         bundle.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(HOST_CA_BUNDLE, bundle)
         (rootfs / "etc" / "pip.conf").write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
+
+
+def _mounts_under(directory: Path) -> list[str]:
+    """Mount points inside ``directory``, deepest first."""
+    prefix = str(directory.resolve()) + "/"
+    with open("/proc/mounts") as mounts:
+        points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
+    return sorted(points, key=len, reverse=True)
