@@ -2,56 +2,34 @@
 
 The resources are the only store of video state, so the status API reads them straight from the
 Kubernetes API (the ingest's ServiceAccount needs ``get``, ``list`` and ``watch`` on
-``videotranscodes``). The client is made lazily in each process (gunicorn forks workers after
-import) with its own configuration, so it never touches the kubernetes module's global default.
+``videotranscodes``), through the process's one client (``kube_client``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup_ingest.errors import TusError
+from vidup_ingest.kube_client import custom_objects_api
 
 log = logging.getLogger(__name__)
 
 TENANT_LABEL = f"{GROUP}/tenant"
-#: Connections kept per process: every open WebSocket holds one watch connection.
-POOL_SIZE = 64
 
 
 class VideoStore:
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
-        self._api: Any = None
-        self._pid = 0
-        self._lock = threading.Lock()
-
-    def _custom_objects(self) -> Any:
-        with self._lock:
-            if self._api is None or self._pid != os.getpid():
-                from kubernetes import client, config
-
-                configuration = client.Configuration()
-                if os.environ.get("KUBECONFIG"):
-                    config.load_kube_config(client_configuration=configuration)
-                else:
-                    config.load_incluster_config(client_configuration=configuration)
-                configuration.connection_pool_maxsize = POOL_SIZE
-                self._api = client.CustomObjectsApi(client.ApiClient(configuration))
-                self._pid = os.getpid()
-            return self._api
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The resource, or None if there is none by that name."""
         from kubernetes.client.exceptions import ApiException
 
         try:
-            obj = self._custom_objects().get_namespaced_custom_object(
+            obj = custom_objects_api().get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10)
         except ApiException as exc:
             if exc.status == 404:
@@ -74,7 +52,7 @@ class VideoStore:
         if continue_token:
             kwargs["_continue"] = continue_token
         try:
-            result = self._custom_objects().list_namespaced_custom_object(
+            result = custom_objects_api().list_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, **kwargs)
         except ApiException as exc:
             if exc.status == 410:
@@ -96,7 +74,7 @@ class VideoStore:
         w = watch.Watch()
         try:
             for event in w.stream(
-                self._custom_objects().list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
+                custom_objects_api().list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
                 field_selector=f"metadata.name={name}", resource_version=resource_version,
                 timeout_seconds=timeout_seconds, _request_timeout=timeout_seconds + 10,
             ):

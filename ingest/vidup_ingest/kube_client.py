@@ -1,0 +1,34 @@
+"""The ingest's one Kubernetes client: built lazily in each process, because gunicorn forks its
+workers after import and a client's connection pool must not be shared across a fork. It has its
+own configuration, so it never touches the kubernetes module's global default."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+#: Connections kept per process: every open live-progress WebSocket holds one watch connection.
+POOL_SIZE = 64
+
+_lock = threading.Lock()
+_api: Any = None
+_pid = 0
+
+
+def custom_objects_api() -> Any:
+    """This process's CustomObjectsApi (KUBECONFIG when set, else the pod's service account)."""
+    global _api, _pid
+    with _lock:
+        if _api is None or _pid != os.getpid():
+            from kubernetes import client, config
+
+            configuration = client.Configuration()
+            if os.environ.get("KUBECONFIG"):
+                config.load_kube_config(client_configuration=configuration)
+            else:
+                config.load_incluster_config(client_configuration=configuration)
+            configuration.connection_pool_maxsize = POOL_SIZE
+            _api = client.CustomObjectsApi(client.ApiClient(configuration))
+            _pid = os.getpid()
+        return _api
