@@ -284,7 +284,12 @@ def _abandoned(obs: Observation, job_id: str, attempts: int, policy: Policy) -> 
 def _failed(obs: Observation, job_id: str, job: JobView, attempts: int, policy: Policy) -> Decision:
     error = _last_line(job.error) or "the transcode failed"
     if _waiting_to_retry(obs.status, job):
-        due = (job.ended_at or obs.now) + timedelta(seconds=policy.delay_after(attempts))
+        # Without an end time (the run vanished, or RQ's cleanup failed an abandoned run without
+        # stamping one) there is no fixed point to count the backoff from: counting from "now"
+        # would push the retry back on every look, for ever. The run ended at least one look ago.
+        if job.ended_at is None:
+            return _retry_now(obs, job_id, attempts, policy)
+        due = job.ended_at + timedelta(seconds=policy.delay_after(attempts))
         if obs.now >= due:
             return _retry_now(obs, job_id, attempts, policy)
         return Decision(wake_after=(due - obs.now).total_seconds())

@@ -225,6 +225,17 @@ def test_a_transient_failure_is_retried_after_the_backoff_with_the_workers_messa
     assert due.status["reason"] == "Queued" and "attempt 2 of 3" in due.status["message"]
 
 
+def test_a_failed_run_without_an_end_time_is_retried_instead_of_waiting_for_ever() -> None:
+    """RQ's cleanup can fail an abandoned run without ``ended_at``; a vanished run has none either."""
+    for vanished in (JobView(JobState.FAILED, error=TRACEBACK), JobView(JobState.MISSING)):
+        first = decide(observe(processing_status(attempts=1), JobView(JobState.FAILED, error=TRACEBACK)), POLICY)
+        waiting = apply(processing_status(attempts=1), first)
+        for later in (1, 60, 3600):
+            again = decide(observe(waiting, vanished, now=NOW + timedelta(seconds=later)), POLICY)
+            assert again.job is JobCommand.REPLACE and again.job_id == JOB, (vanished, later, again)
+            assert "attempt 2 of 3" in again.status["message"]
+
+
 def test_backoff_doubles_and_is_capped() -> None:
     policy = Policy(max_attempts=10, retry_base_seconds=2, retry_max_seconds=10)
     assert [policy.delay_after(n) for n in range(1, 6)] == [2, 4, 8, 10, 10]
