@@ -15,21 +15,20 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    return int(raw) if raw not in (None, "") else default
+def env_int(name: str, default: int) -> int:
+    """An integer variable; unset or blank means ``default`` (every component reads knobs this way)."""
+    raw = os.environ.get(name, "").strip()
+    return int(raw) if raw else default
 
 
-def _env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw not in (None, "") else default
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
 
 
-def _env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
-    if raw in (None, ""):
-        return default
-    return raw.strip().lower() in ("1", "true", "yes", "on")
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip()
+    return raw.lower() in ("1", "true", "yes", "on") if raw else default
 
 
 @dataclass(frozen=True)
@@ -76,17 +75,17 @@ class Settings:
             storage_dir=Path(_env("VIDUP_STORAGE_DIR", str(d.storage_dir))),
             namespace=_env("VIDUP_NAMESPACE", d.namespace),
             queue=_env("VIDUP_QUEUE", d.queue),
-            max_upload_size=_env_int("VIDUP_MAX_UPLOAD_SIZE", d.max_upload_size),
-            upload_expiry_seconds=_env_int("VIDUP_UPLOAD_EXPIRY_SECONDS", d.upload_expiry_seconds),
+            max_upload_size=env_int("VIDUP_MAX_UPLOAD_SIZE", d.max_upload_size),
+            upload_expiry_seconds=env_int("VIDUP_UPLOAD_EXPIRY_SECONDS", d.upload_expiry_seconds),
             api_keys_file=Path(keys) if keys else None,
             token_secret=_env("VIDUP_TOKEN_SECRET", d.token_secret),
-            token_ttl_seconds=_env_int("VIDUP_TOKEN_TTL_SECONDS", d.token_ttl_seconds),
+            token_ttl_seconds=env_int("VIDUP_TOKEN_TTL_SECONDS", d.token_ttl_seconds),
             rate_limit_requests=_env("VIDUP_RATE_LIMIT_REQUESTS", d.rate_limit_requests),
             rate_limit_creations=_env("VIDUP_RATE_LIMIT_CREATIONS", d.rate_limit_creations),
-            max_attempts=_env_int("VIDUP_MAX_ATTEMPTS", d.max_attempts),
-            retry_base_seconds=_env_float("VIDUP_RETRY_BASE_SECONDS", d.retry_base_seconds),
-            retry_max_seconds=_env_float("VIDUP_RETRY_MAX_SECONDS", d.retry_max_seconds),
-            keep_outputs=_env_bool("VIDUP_KEEP_OUTPUTS", d.keep_outputs),
+            max_attempts=env_int("VIDUP_MAX_ATTEMPTS", d.max_attempts),
+            retry_base_seconds=env_float("VIDUP_RETRY_BASE_SECONDS", d.retry_base_seconds),
+            retry_max_seconds=env_float("VIDUP_RETRY_MAX_SECONDS", d.retry_max_seconds),
+            keep_outputs=env_bool("VIDUP_KEEP_OUTPUTS", d.keep_outputs),
         )
 
     def to_env(self) -> dict[str, str]:

@@ -26,15 +26,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-
-def _int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.strip() else default
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    return float(raw) if raw.strip() else default
+from vidup.settings import env_float, env_int
 
 
 @dataclass(frozen=True)
@@ -59,15 +51,15 @@ class IngestConfig:
             raise ValueError("VIDUP_INGEST_FSYNC must be 'always' or 'never'")
         origins = os.environ.get("VIDUP_INGEST_CORS_ORIGINS", "*")
         return cls(
-            workers=_int("VIDUP_INGEST_WORKERS", d.workers),
-            threads=_int("VIDUP_INGEST_THREADS", d.threads),
-            read_size=_int("VIDUP_INGEST_READ_SIZE", d.read_size),
-            commit_bytes=_int("VIDUP_INGEST_COMMIT_BYTES", d.commit_bytes),
+            workers=env_int("VIDUP_INGEST_WORKERS", d.workers),
+            threads=env_int("VIDUP_INGEST_THREADS", d.threads),
+            read_size=env_int("VIDUP_INGEST_READ_SIZE", d.read_size),
+            commit_bytes=env_int("VIDUP_INGEST_COMMIT_BYTES", d.commit_bytes),
             fsync=fsync == "always",
-            read_timeout=_float("VIDUP_INGEST_READ_TIMEOUT", d.read_timeout),
-            lock_ttl=_float("VIDUP_INGEST_LOCK_TTL", d.lock_ttl),
-            lock_wait=_float("VIDUP_INGEST_LOCK_WAIT", d.lock_wait),
-            cleanup_interval=_float("VIDUP_INGEST_CLEANUP_INTERVAL", d.cleanup_interval),
+            read_timeout=env_float("VIDUP_INGEST_READ_TIMEOUT", d.read_timeout),
+            lock_ttl=env_float("VIDUP_INGEST_LOCK_TTL", d.lock_ttl),
+            lock_wait=env_float("VIDUP_INGEST_LOCK_WAIT", d.lock_wait),
+            cleanup_interval=env_float("VIDUP_INGEST_CLEANUP_INTERVAL", d.cleanup_interval),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
-            proxy_hops=_int("VIDUP_INGEST_PROXY_HOPS", d.proxy_hops),
+            proxy_hops=env_int("VIDUP_INGEST_PROXY_HOPS", d.proxy_hops),
         )

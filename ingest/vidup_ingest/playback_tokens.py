@@ -19,9 +19,10 @@ import base64
 import hashlib
 import hmac
 import math
-import os
 import re
 import time
+
+from vidup.settings import env_int
 
 #: VIDUP_PLAYBACK_TOKEN_TTL_SECONDS: the least time a playback URL stays valid (default 6 hours,
 #: long enough to watch a long video with pauses).
@@ -38,8 +39,7 @@ class PlaybackTokenError(ValueError):
 
 
 def ttl_from_env() -> int:
-    raw = os.environ.get("VIDUP_PLAYBACK_TOKEN_TTL_SECONDS", "").strip()
-    return int(raw) if raw else DEFAULT_TTL_SECONDS
+    return env_int("VIDUP_PLAYBACK_TOKEN_TTL_SECONDS", DEFAULT_TTL_SECONDS)
 
 
 def _key(secret: str) -> bytes:

@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
-from vidup.settings import Settings
+from vidup.settings import Settings, env_float
 from vidup_operator.decisions import Policy
-
-
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "")
-    return float(raw) if raw.strip() else default
 
 
 @dataclass(frozen=True)
@@ -28,9 +22,9 @@ class OperatorConfig:
     def from_env(cls) -> OperatorConfig:
         return cls(
             settings=Settings.from_env(),
-            poll_seconds=_float("VIDUP_OPERATOR_POLL_SECONDS", cls.poll_seconds),
-            min_patch_seconds=_float("VIDUP_OPERATOR_MIN_PATCH_SECONDS", cls.min_patch_seconds),
-            lease_seconds=_float("VIDUP_OPERATOR_LEASE_SECONDS", cls.lease_seconds),
+            poll_seconds=env_float("VIDUP_OPERATOR_POLL_SECONDS", cls.poll_seconds),
+            min_patch_seconds=env_float("VIDUP_OPERATOR_MIN_PATCH_SECONDS", cls.min_patch_seconds),
+            lease_seconds=env_float("VIDUP_OPERATOR_LEASE_SECONDS", cls.lease_seconds),
         )
 
     @property

@@ -27,16 +27,11 @@ from rq.registry import clean_registries
 from rq.utils import now
 from rq.worker_registration import clean_worker_registry
 
-from vidup.settings import Settings
+from vidup.settings import Settings, env_int
 from vidup_transcoder.recovery import remove_job_partials, requeue_abandoned
 from vidup_transcoder.runner import die_with_parent
 
 log = logging.getLogger("vidup_transcoder.worker")
-
-
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    return int(raw) if raw else default
 
 
 class TranscodeWorker(Worker):
@@ -108,9 +103,9 @@ def build_worker(settings: Settings, name: str | None = None) -> TranscodeWorker
         name=name or f"{socket.gethostname()}.{os.getpid()}",
         connection=connection,
         storage_dir=settings.storage_dir,
-        job_monitoring_interval=_env_int("VIDUP_WORKER_HEARTBEAT_SECONDS", 5),
-        heartbeat_grace=_env_int("VIDUP_WORKER_HEARTBEAT_GRACE_SECONDS", 20),
-        sweep_seconds=_env_int("VIDUP_WORKER_SWEEP_SECONDS", 5),
+        job_monitoring_interval=env_int("VIDUP_WORKER_HEARTBEAT_SECONDS", 5),
+        heartbeat_grace=env_int("VIDUP_WORKER_HEARTBEAT_GRACE_SECONDS", 20),
+        sweep_seconds=env_int("VIDUP_WORKER_SWEEP_SECONDS", 5),
     )
 
 
