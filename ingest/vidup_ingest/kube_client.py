@@ -1,6 +1,5 @@
 """The ingest's one Kubernetes client: built lazily in each process, because gunicorn forks its
-workers after import and a client's connection pool must not be shared across a fork. It has its
-own configuration, so it never touches the kubernetes module's global default."""
+workers after import and a client's connection pool must not be shared across a fork."""
 
 from __future__ import annotations
 
@@ -17,17 +16,15 @@ _pid = 0
 
 
 def custom_objects_api() -> Any:
-    """This process's CustomObjectsApi (KUBECONFIG when set, else the pod's service account)."""
+    """This process's CustomObjectsApi (credentials per :func:`vidup.kube_config.client_configuration`)."""
     global _api, _pid
     with _lock:
         if _api is None or _pid != os.getpid():
-            from kubernetes import client, config
+            from kubernetes import client
 
-            configuration = client.Configuration()
-            if os.environ.get("KUBECONFIG"):
-                config.load_kube_config(client_configuration=configuration)
-            else:
-                config.load_incluster_config(client_configuration=configuration)
+            from vidup.kube_config import client_configuration
+
+            configuration = client_configuration()
             configuration.connection_pool_maxsize = POOL_SIZE
             _api = client.CustomObjectsApi(client.ApiClient(configuration))
             _pid = os.getpid()

@@ -13,9 +13,10 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from vidup.kube_config import client_configuration
 from vidup.resource import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from vidup_operator.decisions import Event
 from vidup_operator.status import rfc3339
@@ -26,11 +27,7 @@ COMPONENT = "vidup-operator"
 
 
 def new_api_client() -> client.ApiClient:
-    """In-cluster credentials when running in a pod, else ``KUBECONFIG``/``~/.kube/config``."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        config.load_incluster_config()
-        return client.ApiClient()
-    return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    return client.ApiClient(client_configuration())
 
 
 class Kube:
