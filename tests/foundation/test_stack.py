@@ -17,8 +17,8 @@ from vidup.localstack.stack import Stack, read_state
 def _ports(stack: Stack) -> list[int]:
     assert stack.control_plane is not None and stack.redis is not None
     ports = [stack.control_plane.etcd_port, stack.control_plane.apiserver_port, stack.redis.port]
-    if stack.ingest_port:
-        ports.append(stack.ingest_port)
+    if stack.url:
+        ports.append(int(stack.url.rsplit(":", 1)[1]))
     return ports
 
 

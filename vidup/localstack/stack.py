@@ -50,7 +50,6 @@ class Stack:
     processes: list[ManagedProcess] = field(default_factory=list)
     settings: Settings | None = None
     api_key: str = ""
-    ingest_port: int = 0
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -94,38 +93,34 @@ class Stack:
         }
 
     def start_ingest(self, index: int = 0, env: dict[str, str] | None = None) -> ManagedProcess:
-        """Start an ingest replica; the first one's port becomes :attr:`url`."""
-        port = free_port()
-        process = components.ingest_process(self.run_dir, {**self.component_env(), **(env or {})}, port, index)
-        self.processes.append(process.start())
-        wait_until(lambda: _ingest_ready(process), 60, "the ingest to answer")
-        if not self.ingest_port:
-            self.ingest_port = port
-        self._write_state()
-        return process
+        """Start an ingest replica; the first one started is the stack's :attr:`url`."""
+        env = {**self.component_env(), **(env or {})}
+        return self._launch(components.ingest_process(self.run_dir, env, free_port(), index))
 
     def start_operator(self, index: int = 0) -> ManagedProcess:
-        process = components.operator_process(self.run_dir, self.component_env(), index)
-        self.processes.append(process.start())
-        self._write_state()
-        return process
+        return self._launch(components.operator_process(self.run_dir, self.component_env(), index))
 
     def start_worker(self, index: int) -> ManagedProcess:
         """Start one more worker (also used by fault tests to replace a killed one)."""
-        process = components.worker_process(self.run_dir, self.component_env(), index)
-        self.processes.append(process.start())
-        self._write_state()
-        return process
+        return self._launch(components.worker_process(self.run_dir, self.component_env(), index))
 
     def restart(self, process: ManagedProcess) -> ManagedProcess:
         """Start a fresh copy of a component process that was stopped or killed."""
         process.stop(grace=1)
-        fresh = replace(process, popen=None).start()
+        fresh = replace(process, popen=None)
         self.processes[self.processes.index(process)] = fresh
-        if fresh.url:
-            wait_until(lambda: _ingest_ready(fresh), 60, f"{fresh.name} to answer")
+        return self._launch(fresh, listed=True)
+
+    def _launch(self, process: ManagedProcess, listed: bool = False) -> ManagedProcess:
+        """Start a component (listed first, so a failed start is still stopped), wait until it
+        answers if it serves HTTP, and record it in the state file."""
+        if not listed:
+            self.processes.append(process)
+        process.start()
+        if process.url:
+            wait_until(lambda: _answers(process), 60, f"{process.name} to answer")
         self._write_state()
-        return fresh
+        return process
 
     def process(self, name: str) -> ManagedProcess:
         return next(p for p in self.processes if p.name == name)
@@ -134,7 +129,8 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.ingest_port}" if self.ingest_port else ""
+        """The first ingest replica's base URL ("" when the stack runs no ingest)."""
+        return next((p.url for p in self.processes if p.url), "")
 
     @property
     def kubeconfig(self) -> Path:
@@ -201,7 +197,7 @@ def stop_from_state(run_dir: Path) -> list[int]:
     return stopped
 
 
-def _ingest_ready(process: ManagedProcess) -> bool:
+def _answers(process: ManagedProcess) -> bool:
     process.check_running()
     request = urllib.request.Request(f"{process.url}/files/", method="OPTIONS")
     with urllib.request.urlopen(request, timeout=2) as response:
