@@ -16,7 +16,7 @@ from typing import Any
 import redis
 from rq import Queue
 from rq.command import send_stop_job_command
-from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
+from rq.exceptions import AbandonedJobError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.results import Result
@@ -79,6 +79,9 @@ class JobStore:
         error = ""
         if latest is not None and latest.exc_string:
             error = latest.exc_string
+            if AbandonedJobError.__name__ in error:
+                # RQ's registry cleanup saw the dead worker first; it is the same loss either way.
+                return JobView(JobState.ABANDONED, started_at=started)
         elif status == JobStatus.STOPPED:
             error = "the job was stopped"
         return JobView(JobState.FAILED, error=error, started_at=started, ended_at=ended)

@@ -138,6 +138,20 @@ def test_a_started_job_is_abandoned_when_its_worker_is_gone_or_reborn(store: Job
     assert store.observe(job_id).state is JobState.ABANDONED
 
 
+def test_a_run_rq_itself_failed_as_abandoned_is_abandoned_not_a_transient_failure(
+    store: JobStore, conn: redis.Redis
+) -> None:
+    """RQ's registry cleanup may see a dead worker's job before the operator does: whichever wins,
+    the operator must make the same decision (requeue at once, not a backoff retry)."""
+    job_id = f"vt-{uuid.uuid4()}-g1"
+    _mark_started(store, conn, job_id, -5, f"w-{uuid.uuid4().hex[:6]}")
+    StartedJobRegistry(store.queue.name, connection=conn).cleanup()
+    assert Job.fetch(job_id, connection=conn).get_status() == JobStatus.FAILED  # RQ's verdict
+    assert store.observe(job_id).state is JobState.ABANDONED
+    assert store.enqueue(job_id, request(), replace=True) is True
+    assert store.observe(job_id).state is JobState.WAITING
+
+
 def test_the_lease_has_one_holder_and_passes_on_when_it_lapses(conn: redis.Redis) -> None:
     key = lease_key(f"ns-{uuid.uuid4().hex[:6]}", "q")
     a = LeaderLease(conn, "a", key, ttl_seconds=0.5)
