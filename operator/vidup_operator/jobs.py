@@ -68,8 +68,13 @@ class JobStore:
         if status in _WAITING:
             return JobView(JobState.WAITING)
         if status == JobStatus.STARTED:
-            state = JobState.ABANDONED if self.abandoned(job, now) else JobState.RUNNING
-            return JobView(state, started_at=started)
+            if not self.abandoned(job, now):
+                return JobView(JobState.RUNNING, started_at=started)
+            # The job hash and the started registry are two reads: a run that ended between them
+            # (RQ moves both in one transaction) looks abandoned. Only a job still "started" is.
+            if job.get_status(refresh=True) != JobStatus.STARTED:
+                return self.observe(job_id, now)
+            return JobView(JobState.ABANDONED, started_at=started)
         if status == JobStatus.CANCELED:
             return JobView(JobState.CANCELED)
         latest = job.latest_result()

@@ -113,6 +113,33 @@ def test_a_started_job_with_a_live_worker_is_running(store: JobStore, conn: redi
     assert store.still_running(job_id)
 
 
+class _RunEndsBetweenReads(JobStore):
+    """A store whose first registry look happens just after the worker finished the job: RQ's
+    success transaction (status FINISHED, execution out of the started registry) lands between
+    ``observe`` reading the job hash and reading the registry."""
+
+    def abandoned(self, job: Job, now: datetime) -> bool:
+        if job.get_status(refresh=True) == JobStatus.STARTED:
+            with self.connection.pipeline() as pipe:
+                registry = StartedJobRegistry(self.queue.name, connection=self.connection)
+                pipe.delete(registry.key)
+                pipe.hset(job.key, mapping={"status": JobStatus.FINISHED.value,
+                                            "ended_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")})
+                pipe.execute()
+        return super().abandoned(job, now)
+
+
+def test_a_run_that_ends_while_being_looked_at_is_finished_not_abandoned(conn: redis.Redis) -> None:
+    """The race behind a second counted attempt: a finished run seen as abandoned is requeued
+    (Queued), then counted again when it is seen finished."""
+    store = _RunEndsBetweenReads(conn, f"test-{uuid.uuid4().hex[:8]}")
+    worker = f"w-{uuid.uuid4().hex[:6]}"
+    conn.hset(f"rq:worker:{worker}", mapping={"birth": "2020-01-01T00:00:00.000000Z"})
+    job_id = f"vt-{uuid.uuid4()}-g1"
+    _mark_started(store, conn, job_id, 30, worker)
+    assert store.observe(job_id).state is JobState.FINISHED
+
+
 def test_a_started_job_is_abandoned_when_its_heartbeat_expired(store: JobStore, conn: redis.Redis) -> None:
     worker = f"w-{uuid.uuid4().hex[:6]}"
     conn.hset(f"rq:worker:{worker}", mapping={"birth": "2020-01-01T00:00:00.000000Z"})
