@@ -5,9 +5,13 @@ VIDUP_INGEST_WORKERS                2        gunicorn worker processes
 VIDUP_INGEST_THREADS                32       threads per worker (concurrent requests each)
 VIDUP_INGEST_READ_SIZE              1048576  bytes read from the request body per step
 VIDUP_INGEST_COMMIT_BYTES           67108864 commit (sync + record offset) at least this often
-VIDUP_INGEST_FSYNC                  always   "always": fdatasync before an offset is committed,
-                                             "never": rely on the page cache (survives a
-                                             process crash, not a node crash — tusd's policy)
+VIDUP_INGEST_FSYNC                  complete when bytes reach the disk (see storage.py):
+                                             "complete": every commit survives a process
+                                             crash; a finished upload is fdatasynced before
+                                             its VideoTranscode is created, so it survives a
+                                             node crash too. "always": fdatasync before every
+                                             offset is acknowledged. "never": page cache only
+                                             (tusd's policy)
 VIDUP_INGEST_READ_TIMEOUT           60       seconds a body read may stall before the client
                                              counts as gone (what arrived is kept)
 VIDUP_INGEST_LOCK_TTL               1.5      seconds a dead holder keeps an upload locked
@@ -25,8 +29,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 from vidup.settings import env_float, env_int
+
+FsyncPolicy = Literal["always", "complete", "never"]
+FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "complete", "never")
 
 
 @dataclass(frozen=True)
@@ -35,7 +43,7 @@ class IngestConfig:
     threads: int = 32
     read_size: int = 1 << 20
     commit_bytes: int = 64 << 20
-    fsync: bool = True
+    fsync: FsyncPolicy = "complete"
     read_timeout: float = 60.0
     lock_ttl: float = 1.5
     lock_wait: float = 10.0
@@ -46,16 +54,16 @@ class IngestConfig:
     @classmethod
     def from_env(cls) -> IngestConfig:
         d = cls()
-        fsync = os.environ.get("VIDUP_INGEST_FSYNC", "always").strip().lower()
-        if fsync not in ("always", "never"):
-            raise ValueError("VIDUP_INGEST_FSYNC must be 'always' or 'never'")
+        fsync = os.environ.get("VIDUP_INGEST_FSYNC", "").strip().lower() or d.fsync
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"VIDUP_INGEST_FSYNC must be one of {', '.join(FSYNC_POLICIES)}")
         origins = os.environ.get("VIDUP_INGEST_CORS_ORIGINS", "*")
         return cls(
             workers=env_int("VIDUP_INGEST_WORKERS", d.workers),
             threads=env_int("VIDUP_INGEST_THREADS", d.threads),
             read_size=env_int("VIDUP_INGEST_READ_SIZE", d.read_size),
             commit_bytes=env_int("VIDUP_INGEST_COMMIT_BYTES", d.commit_bytes),
-            fsync=fsync == "always",
+            fsync=fsync,
             read_timeout=env_float("VIDUP_INGEST_READ_TIMEOUT", d.read_timeout),
             lock_ttl=env_float("VIDUP_INGEST_LOCK_TTL", d.lock_ttl),
             lock_wait=env_float("VIDUP_INGEST_LOCK_WAIT", d.lock_wait),

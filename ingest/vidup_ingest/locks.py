@@ -49,6 +49,9 @@ class HeldLock:
     on_stop: Callable[[], None] | None
     stop_requested: threading.Event = field(default_factory=threading.Event)
     lost: bool = False
+    #: ``time.monotonic()`` just before the last SET/refresh of the key succeeded: until one TTL
+    #: after it, nobody else can hold the lock.
+    confirmed_at: float = 0.0
 
     def request_stop(self) -> None:
         if self.stop_requested.is_set():
@@ -91,8 +94,9 @@ class LockManager:
         deadline = time.monotonic() + self.wait
         asked: set[str] = set()
         while True:
+            sent_at = time.monotonic()
             if self.redis.set(key, token, nx=True, px=self.ttl_ms):
-                held = HeldLock(upload_id, key, token, on_stop)
+                held = HeldLock(upload_id, key, token, on_stop, confirmed_at=sent_at)
                 self._register(held)
                 return held
             raw = self.redis.get(key)
@@ -114,8 +118,16 @@ class LockManager:
             log.warning("could not release lock of upload %s; it expires by itself", held.upload_id)
 
     def still_held(self, held: HeldLock) -> bool:
-        """Whether the lock is ours now: checked before a commit so a superseded holder never writes."""
-        return not held.lost and self.redis.get(held.key) == held.token.encode()
+        """Whether the lock is ours now: checked before a commit so a superseded holder never writes.
+
+        Within half a TTL of the last confirmation the key cannot have expired, so the answer is
+        known without a round trip (most small PATCHes commit well within it).
+        """
+        if held.lost:
+            return False
+        if time.monotonic() - held.confirmed_at < self.ttl_ms / 1000 / 2:
+            return True
+        return bool(self.redis.get(held.key) == held.token.encode())
 
     def _register(self, held: HeldLock) -> None:
         with self._mutex:
@@ -134,6 +146,7 @@ class LockManager:
             if not held:
                 continue
             try:
+                sent_at = time.monotonic()
                 pipe = self.redis.pipeline(transaction=False)
                 for h in held:
                     self._refresh(keys=[h.key], args=[h.token, self.ttl_ms], client=pipe)
@@ -144,7 +157,9 @@ class LockManager:
                 continue
             for i, h in enumerate(held):
                 refreshed, stop = results[2 * i], results[2 * i + 1]
-                if not refreshed:
+                if refreshed:
+                    h.confirmed_at = sent_at
+                else:
                     h.lost = True
                 if not refreshed or stop:
                     h.request_stop()

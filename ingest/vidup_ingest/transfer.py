@@ -32,8 +32,8 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
             commit: Callable[[int], None]) -> TransferResult:
     """Copy up to ``max_bytes`` from ``body`` to ``writer`` through one reused buffer.
 
-    ``commit(n)`` is called with the bytes received so far, after ``writer.sync()``, at most every
-    ``commit_bytes`` (never when a checksum is pending). The caller commits the end itself.
+    ``commit(n)`` is called with the bytes received so far, at most every ``commit_bytes`` (never
+    when a checksum is pending). The caller commits the end itself.
     """
     hasher = hashlib.new(checksum.algorithm) if checksum else None
     buf = memoryview(bytearray(read_size))
@@ -57,7 +57,6 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
                 ending = "stopped"
             break
         if hasher is None and received - committed >= commit_bytes:
-            writer.sync()
             commit(received)
             committed = received
     else:

@@ -57,12 +57,10 @@ def video_url(upload_id: str) -> str:
 def _tus_gate() -> Response | None:
     """412 for a missing/unsupported Tus-Resumable, then auth and rate limits.
 
-    OPTIONS (capability discovery) needs neither: it reveals only what the server supports, and
-    readiness probes and clients call it before they hold credentials.
+    OPTIONS is exempt from Tus-Resumable (the spec's rule), not from auth: only a CORS preflight,
+    answered before any blueprint runs, goes without credentials. Probes use ``/healthz``.
     """
-    if request.method == "OPTIONS":
-        return None
-    if not tus_resumable_ok(request.headers.get("Tus-Resumable")):
+    if request.method != "OPTIONS" and not tus_resumable_ok(request.headers.get("Tus-Resumable")):
         raise TusError(412, f"Tus-Resumable: {TUS_VERSION} is required", {"Tus-Version": TUS_VERSION})
     tenant = require_tenant()
     _limits().check_request(tenant)

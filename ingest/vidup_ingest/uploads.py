@@ -26,6 +26,8 @@ from vidup_ingest.transfer import receive
 
 log = logging.getLogger(__name__)
 
+_OWNER_CACHE_SIZE = 100_000
+
 
 @dataclass
 class Body:
@@ -54,6 +56,8 @@ class Uploads:
         self.config = config
         self.max_size = max_size
         self.expiry = expiry_seconds
+        #: upload id -> tenant (immutable once created), so the check before a lock costs no read
+        self._owners: dict[str, str] = {}
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -78,6 +82,18 @@ class Uploads:
             raise TusError(410, "upload expired")
         return info
 
+    def check_owner(self, upload_id: str, tenant: str) -> None:
+        """404/403/410 before taking the lock, so a stranger can never make an upload's holder
+        stop. The full checks are repeated under the lock; this one remembers owners."""
+        owner = self._owners.get(upload_id)
+        if owner is None:
+            owner = self.get(upload_id, tenant).tenant
+            if len(self._owners) >= _OWNER_CACHE_SIZE:
+                self._owners.clear()
+            self._owners[upload_id] = owner
+        if owner != tenant:
+            raise TusError(403, "this upload belongs to another tenant")
+
     def expire(self, info: UploadInfo) -> None:
         """Delete an expired upload's data but keep a tombstone, so clients hear 410, not 404."""
         self.storage.discard_data(info.id)
@@ -85,6 +101,8 @@ class Uploads:
 
     def _complete(self, info: UploadInfo) -> UploadInfo:
         """Record completion and hand a non-partial upload to Kubernetes."""
+        if info.completed_at is None:
+            self.storage.persist_data(info.id)  # on the disk before anything counts it as finished
         info = info.with_(completed_at=info.completed_at or time.time())
         if not info.is_partial and not info.handed_over:
             self.storage.save(info)  # completed before the handover, so a crash here is retried
@@ -187,14 +205,14 @@ class Uploads:
     # -- head / patch / delete -----------------------------------------------------------------
 
     def head(self, upload_id: str, tenant: str) -> UploadInfo:
-        info = self.get(upload_id, tenant)
+        self.check_owner(upload_id, tenant)
         with self.locked(upload_id):  # a resuming client's HEAD stops a stale PATCH first
             info = self.get(upload_id, tenant)
             return self.retry_handover(info)
 
     def patch(self, upload_id: str, tenant: str, *, offset: int, new_length: int | None,
               body: Body) -> PatchOutcome:
-        self.get(upload_id, tenant)
+        self.check_owner(upload_id, tenant)
         stop = threading.Event()
 
         def on_stop() -> None:
@@ -213,13 +231,14 @@ class Uploads:
         original = info
         writer = self.storage.open_writer(info)
         current = [info.with_(length=plan.length)]
+        if plan.length != info.length:  # a deferred length declared now: the info holds lengths
+            self.storage.save(current[0])
 
         def commit(received: int) -> None:
             if not self.locks.still_held(held):
                 raise _LockLost()
-            now = time.time()
-            current[0] = current[0].with_(offset=plan.start + received, expires_at=now + self.expiry)
-            self.storage.save(current[0])
+            current[0] = current[0].with_(offset=plan.start + received, expires_at=time.time() + self.expiry)
+            writer.commit(current[0].offset, current[0].expires_at)
 
         reader = open_body(body.stream, self.config.read_timeout)
         try:
@@ -234,7 +253,6 @@ class Uploads:
                 if result.ending == "eof":
                     raise TusError(460, "checksum mismatch; the chunk was discarded")
                 return PatchOutcome(original, result.ending)
-            writer.sync()
             commit(result.received)
         except _LockLost:
             return PatchOutcome(original, "stopped")
@@ -253,7 +271,7 @@ class Uploads:
         self.storage.truncate(original)
 
     def terminate(self, upload_id: str, tenant: str) -> None:
-        info = self.get(upload_id, tenant)
+        self.check_owner(upload_id, tenant)
         with self.locked(upload_id):
             info = self.get(upload_id, tenant)
             if info.complete and not info.is_partial:

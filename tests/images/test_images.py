@@ -94,7 +94,7 @@ def test_containers_turn_an_upload_into_hls(engine: DockerEngine, kube: Stack, t
     engine.docker(*common, "--name", f"worker-{queue}", IMAGES["worker"][1])
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until(lambda: requests.options(f"{url}/files/", timeout=2).status_code in (200, 204), 90,
+        wait_until(lambda: requests.get(f"{url}/healthz", timeout=2).status_code == 200, 90,
                    "the ingest container")
         source = tmp_path / "sample.mp4"
         _sample(source)

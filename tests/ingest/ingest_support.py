@@ -85,7 +85,7 @@ def _children(pid: int) -> list[int]:
 
 def _ready(ingest: Ingest) -> bool:
     ingest.process.check_running()
-    return requests.options(f"{ingest.url}/files/", timeout=2).status_code == 204
+    return requests.get(f"{ingest.url}/healthz", timeout=2).status_code == 200
 
 
 @dataclass

@@ -33,6 +33,19 @@ def test_missing_or_bad_credentials_are_401(ingest: Ingest) -> None:
     assert ingest.head(url).headers["Upload-Offset"] == "0"
 
 
+def test_only_a_cors_preflight_goes_without_credentials(ingest: Ingest) -> None:
+    """A plain OPTIONS is a request like any other (401); a browser's preflight cannot carry
+    credentials, so it is answered; probes have /healthz."""
+    for target in (f"{ingest.url}/files/", ingest.create(5)):
+        r = requests.options(target)
+        assert r.status_code == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+        assert "Tus-Extension" not in r.headers
+        r = requests.options(target, headers={"Origin": "https://app.example.com",
+                                              "Access-Control-Request-Method": "PATCH"})
+        assert r.status_code == 204 and r.headers["Access-Control-Allow-Origin"]
+    assert requests.get(f"{ingest.url}/healthz").status_code == 200
+
+
 def test_tenants_cannot_touch_each_other(ingest: Ingest) -> None:
     url = ingest.create(6)
     ingest.patch(url, 0, b"abc")

@@ -199,7 +199,7 @@ def stop_from_state(run_dir: Path) -> list[int]:
 
 def _answers(process: ManagedProcess) -> bool:
     process.check_running()
-    request = urllib.request.Request(f"{process.url}/files/", method="OPTIONS")
+    request = urllib.request.Request(f"{process.url}/healthz")
     with urllib.request.urlopen(request, timeout=2) as response:
         return response.status in (200, 204)
 
