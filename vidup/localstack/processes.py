@@ -65,6 +65,16 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise SystemExit, so a script's ``finally`` blocks stop the servers it started
+    (``timeout``, a cancelled CI job); Python's default handler dies without running them."""
+
+    def _exit(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+
+
 def kill_group(pid: int, grace: float = 10.0) -> None:
     """Stop the process group led by ``pid``: SIGTERM, wait up to ``grace`` seconds, then SIGKILL."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
