@@ -4,7 +4,7 @@
 VIDUP_INGEST_WORKERS                2        gunicorn worker processes
 VIDUP_INGEST_THREADS                32       threads per worker (concurrent requests each)
 VIDUP_INGEST_READ_SIZE              1048576  bytes read from the request body per step
-VIDUP_INGEST_COMMIT_BYTES           67108864 commit (sync + record offset) at least this often
+VIDUP_INGEST_COMMIT_BYTES           67108864 commit (record the offset) at least this often
 VIDUP_INGEST_FSYNC                  complete when bytes reach the disk (see storage.py):
                                              "complete": every commit survives a process
                                              crash; a finished upload is fdatasynced before

@@ -117,8 +117,8 @@ class LocalWriter:
     def commit(self, offset: int, expires_at: float) -> None:
         always = self._fsync == "always"
         if always or (self._fsync == "complete" and self._pos - self._synced >= SYNC_BYTES):
-            # Under "complete" too, a long body is flushed in steps: left to run ahead, the
-            # writeback contends with the appends and costs several times the CPU per GiB.
+            # Under "complete" too, a long body is flushed in steps, so the dirty data behind
+            # it, and the wait at completion, stay bounded.
             os.fdatasync(self._fd)
             self._synced = self._written_back = self._pos
         elif self._fsync == "complete" and self._pos > self._written_back:

@@ -1,8 +1,9 @@
 """Stream one request body into an upload in bounded memory.
 
 The body is read in ``read_size`` steps and written straight to the storage writer; nothing is
-held beyond one step. Without a checksum, the offset is committed (sync, then recorded) every
-``commit_bytes`` so a crash or disconnect keeps what arrived. With a checksum nothing counts until
+held beyond one step. Without a checksum, the offset is committed (recorded after the bytes are
+written, synced per the fsync policy) every ``commit_bytes`` so a crash or disconnect keeps what
+arrived. With a checksum nothing counts until
 the whole body is verified.
 """
 

@@ -26,7 +26,7 @@ from vidup_ingest.transfer import receive
 
 log = logging.getLogger(__name__)
 
-_OWNER_CACHE_SIZE = 100_000
+_OWNER_CACHE_SIZE = 10_000
 
 
 @dataclass
