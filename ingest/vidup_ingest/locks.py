@@ -143,19 +143,30 @@ class LockManager:
             time.sleep(interval)
             with self._mutex:
                 held = list(self._held.values())
-            if not held:
-                continue
-            try:
-                sent_at = time.monotonic()
-                pipe = self.redis.pipeline(transaction=False)
-                for h in held:
-                    self._refresh(keys=[h.key], args=[h.token, self.ttl_ms], client=pipe)
-                    pipe.exists(self._stop_key(h.upload_id, h.token))
-                results = pipe.execute()
-            except redis.RedisError:
-                log.exception("refreshing upload locks failed")
-                continue
+            if held:
+                try:
+                    self.refresh(held)
+                except redis.RedisError:
+                    log.exception("refreshing upload locks failed")
+
+    def refresh(self, held: list[HeldLock]) -> None:
+        """One keeper pass over ``held`` (a snapshot of the held locks): extend each lock's TTL
+        and stop the holders whose lock was lost or who were asked to stop.
+
+        A lock released after the snapshot (its request is over) is left alone: its refresh fails
+        because it is gone, and stopping it would shut the read side of a keep-alive connection
+        that already carries the client's next request.
+        """
+        sent_at = time.monotonic()
+        pipe = self.redis.pipeline(transaction=False)
+        for h in held:
+            self._refresh(keys=[h.key], args=[h.token, self.ttl_ms], client=pipe)
+            pipe.exists(self._stop_key(h.upload_id, h.token))
+        results = pipe.execute()
+        with self._mutex:  # release() unregisters under it: no stop after a release
             for i, h in enumerate(held):
+                if h.token not in self._held:
+                    continue
                 refreshed, stop = results[2 * i], results[2 * i + 1]
                 if refreshed:
                     h.confirmed_at = sent_at

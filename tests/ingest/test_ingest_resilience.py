@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,32 @@ def test_every_fsync_policy_commits_and_completes(start_ingest: Any, policy: str
     assert _offset(ing, url) == 12 * MiB
     _finish(ing, url, data)
     assert ing.data_path(url).read_bytes() == data
+
+
+def _cached_mib(path: Path) -> float:
+    """How much of ``path`` is in the page cache (util-linux's fincore)."""
+    out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+                         check=True, capture_output=True, text=True).stdout
+    return int(out) / MiB
+
+
+@pytest.mark.parametrize("policy", ["complete", "never"])
+def test_an_upload_does_not_pile_up_in_the_page_cache(start_ingest: Any, policy: str) -> None:
+    """Unless the policy is ``never`` (tusd's way, which keeps everything cached), received bytes
+    are written back and dropped as they arrive, and a finished upload leaves nothing cached: in
+    Kubernetes the page cache counts against the ingest pod's memory limit."""
+    ing = start_ingest(VIDUP_INGEST_FSYNC=policy)
+    data = os.urandom(96 * MiB)
+    url = ing.create(len(data) + 1)
+    assert ing.patch(url, 0, data).status_code == 204
+    during = _cached_mib(ing.data_path(url))
+    assert ing.patch(url, len(data), b"!").headers["Upload-Offset"] == str(len(data) + 1)
+    after = _cached_mib(ing.data_path(url))
+    if policy == "never":
+        assert during > 90 and after > 90
+    else:
+        assert during <= 24, f"{during:.0f} MiB of an unfinished upload stayed in the page cache"
+        assert after < 1, f"{after:.1f} MiB of a finished upload stayed in the page cache"
 
 
 def test_an_unknown_fsync_policy_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
