@@ -87,10 +87,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0: {text}")
+    return value
+
+
 def cmd_upload(args: argparse.Namespace) -> int:
     from vidup import upload_client
 
-    return upload_client.run(args.file, args.url, args.token, args.wait, args.json, args.timeout)
+    return upload_client.run(args.file, args.url, args.token, args.wait, args.json, args.timeout,
+                             chunk_size=int(args.chunk_mib * (1 << 20)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -123,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     upload.add_argument("--wait", action="store_true", help="follow the video until COMPLETED or FAILED")
     upload.add_argument("--json", action="store_true", help="print the final status document as JSON")
     upload.add_argument("--timeout", type=float, help="with --wait: give up after this many seconds")
+    upload.add_argument("--chunk-mib", type=_positive_float, default=8.0,
+                        help="MiB per PATCH (default 8); lower it behind a proxy that limits request bodies")
     upload.set_defaults(func=cmd_upload)
 
     args = parser.parse_args(argv)

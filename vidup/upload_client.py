@@ -28,7 +28,8 @@ from typing import IO, Any
 
 import requests
 
-#: Bytes per PATCH: small enough for a live progress bar, large enough to keep requests few.
+#: Bytes per PATCH by default: small enough for a live progress bar, large enough to keep requests
+#: few. ``--chunk-mib`` lowers it behind a proxy that limits request bodies.
 CHUNK_SIZE = 8 << 20
 #: Bytes of the file's head and tail that go into its fingerprint.
 FINGERPRINT_BYTES = 1 << 20
@@ -180,14 +181,14 @@ def _auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def _make_uploader(path: Path, target: Target, token: str, storage: JsonUrlStorage) -> Any:
+def _make_uploader(path: Path, target: Target, token: str, storage: JsonUrlStorage, chunk_size: int) -> Any:
     from tusclient import client
     from tusclient.exceptions import TusCommunicationError
 
     tus = client.TusClient(target.endpoint, headers=_auth(token))
     fingerprint = FileFingerprint(target.endpoint, token)
     options: dict[str, Any] = {
-        "file_path": str(path), "chunk_size": CHUNK_SIZE, "metadata": {"filename": path.name},
+        "file_path": str(path), "chunk_size": chunk_size, "metadata": {"filename": path.name},
         "retries": 3, "retry_delay": 2, "store_url": True, "url_storage": storage, "fingerprinter": fingerprint,
     }
     try:
@@ -210,12 +211,12 @@ def _describe(exc: Exception) -> str:
     return ": ".join(p for p in parts if p and p != "None")
 
 
-def upload_file(path: Path, target: Target, token: str, err: IO[str]) -> str:
+def upload_file(path: Path, target: Target, token: str, err: IO[str], chunk_size: int = CHUNK_SIZE) -> str:
     """Upload ``path`` (resuming a remembered upload) and return the video's status URL."""
     from tusclient.exceptions import TusCommunicationError
 
     storage = JsonUrlStorage(url_store_path())
-    uploader = _make_uploader(path, target, token, storage)
+    uploader = _make_uploader(path, target, token, storage, chunk_size)
     size = path.stat().st_size
     bar = ProgressBar("upload", err)
     try:
@@ -292,7 +293,7 @@ def _summary(doc: dict[str, Any]) -> str:
 
 
 def run(file: str, url: str | None, token: str | None, wait: bool, as_json: bool, timeout: float | None = None,
-        out: IO[str] | None = None, err: IO[str] | None = None) -> int:
+        out: IO[str] | None = None, err: IO[str] | None = None, chunk_size: int = CHUNK_SIZE) -> int:
     """The whole command; returns the exit code (see the module docstring)."""
     out = out or sys.stdout
     err = err or sys.stderr
@@ -306,7 +307,7 @@ def run(file: str, url: str | None, token: str | None, wait: bool, as_json: bool
         err.write(f"vidup upload: {file}: no such file\n")
         return EXIT_USAGE
     try:
-        video_url = upload_file(path, Target.from_url(url), token, err)
+        video_url = upload_file(path, Target.from_url(url), token, err, chunk_size)
         err.write(f"vidup: uploaded {path.name}; follow it at {video_url}\n")
         if wait:
             doc = follow(video_url, token, err, timeout)

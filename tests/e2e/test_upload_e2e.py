@@ -225,15 +225,20 @@ def test_vidup_upload_human_output_and_usage_errors(stack: Stack, sample: Path, 
     assert no_creds.returncode == 2 and "VIDUP_TOKEN" in no_creds.stderr
     bad_key = vidup_upload(stack, tmp_path / "cache", str(sample), "--token", "vk_wrong")
     assert bad_key.returncode == 1 and "401" in bad_key.stderr
+    no_chunk = vidup_upload(stack, tmp_path / "cache", str(sample), "--chunk-mib", "0")
+    assert no_chunk.returncode == 2 and "--chunk-mib" in no_chunk.stderr
 
 
 def test_vidup_upload_resumes_an_interrupted_upload(stack: Stack, tmp_path: Path) -> None:
+    """Interrupted right after the upload is created. Small chunks keep the upload going for about
+    a second: with 8 MiB chunks the ingest took all 96 MiB in under 0.2 s, sometimes before this
+    test got the CPU back to send the signal."""
     big = tmp_path / "big.bin"
     big.write_bytes(os.urandom(96 << 20))
     cache = tmp_path / "cache"
     env = {**os.environ, **stack.user_env(), "VIDUP_CACHE_DIR": str(cache)}
-    first = subprocess.Popen([sys.executable, "-m", "vidup.cli", "upload", str(big)], env=env,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-m", "vidup.cli", "upload", str(big), "--chunk-mib", "0.25"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert first.stderr is not None
     line = first.stderr.readline()  # the bar's first line is drawn right after the upload is created
     assert line.startswith("upload"), line
