@@ -98,7 +98,7 @@ def cmd_upload(args: argparse.Namespace) -> int:
     from vidup import upload_client
 
     return upload_client.run(args.file, args.url, args.token, args.wait, args.json, args.timeout,
-                             chunk_size=int(args.chunk_mib * (1 << 20)))
+                             chunk_size=max(1, int(args.chunk_mib * (1 << 20))))
 
 
 def main(argv: list[str] | None = None) -> int:
