@@ -1,20 +1,26 @@
-"""Read request bodies into a caller's buffer with as few copies as the server allows.
+"""Read request bodies with as few copies as the server allows.
 
-Under gunicorn a body of known length is read straight from the client socket with
-``recv_into`` into one reused buffer: the kernel copies into it and ``os.write`` copies out, and
-nothing else touches the bytes (gunicorn's own ``read()`` goes through two BytesIO buffers and
-several slices per MiB, which costs half of the throughput on a small machine). Bytes gunicorn
-already read ahead are handed over first, and its bookkeeping is kept in step so keep-alive and
-pipelining still work. Anything else (chunked bodies, other servers) uses the stream's ``read``.
+Under gunicorn a body of known length is taken straight from the client socket, and gunicorn's
+bookkeeping is kept in step so keep-alive and pipelining still work (bytes it already read ahead
+are handed over first). Its own ``read()`` goes through two BytesIO buffers and several slices
+per MiB, which cost half of the throughput on a small machine. Two ways:
+
+* ``splice_to`` moves bytes socket -> pipe -> file with splice(2): they never enter Python, and
+  the kernel copies them once (into the page cache) instead of twice.
+* ``readinto`` fills a caller's buffer with ``recv_into``, for bodies Python must see (checksums).
+
+Anything else (chunked bodies, other servers) uses the stream's ``read``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import os
+import select
 import socket
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 class BodyReader(Protocol):
@@ -23,6 +29,17 @@ class BodyReader(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class ClientGone(Exception):
+    """Reading the body from the client failed (reset, timeout): what arrived before counts."""
+
+
+@runtime_checkable
+class SplicingBody(Protocol):
+    def splice_to(self, fd: int, count: int) -> int:
+        """Move up to ``count`` body bytes into file ``fd`` at its position; 0 = the body ended."""
+        ...
 
 
 class StreamBody:
@@ -62,6 +79,8 @@ class GunicornSocketBody:
         self._reader.length = self._remaining
         self._saved_timeout = self._sock.gettimeout()
         self._sock.settimeout(timeout)
+        self._pipe: tuple[int, int] | None = None
+        self._pipe_size = 0
 
     @classmethod
     def supports(cls, stream: Any) -> bool:
@@ -69,6 +88,47 @@ class GunicornSocketBody:
         return (type(stream).__module__ == "gunicorn.http.body" and type(reader).__name__ == "LengthReader"
                 and isinstance(getattr(getattr(reader, "unreader", None), "sock", None), socket.socket)
                 and isinstance(getattr(stream, "buf", None), io.BytesIO))
+
+    def splice_to(self, fd: int, count: int) -> int:
+        if self._head:
+            n = os.write(fd, self._head[:count])
+            self._head = self._head[n:]
+            return n
+        pipe_out, pipe_in = self._open_pipe()
+        want = min(count, self._remaining, self._pipe_size)
+        if want <= 0:
+            return 0
+        try:
+            moved = self._splice_from_socket(pipe_in, want)
+        except OSError as exc:  # the client's side; a failing disk below is not caught
+            raise ClientGone(str(exc)) from exc
+        self._remaining -= moved
+        self._reader.length = self._remaining
+        left = moved
+        while left:  # empty the pipe into the file, so the next splice from the socket cannot block
+            left -= os.splice(pipe_out, fd, left)
+        return moved
+
+    def _open_pipe(self) -> tuple[int, int]:
+        if self._pipe is None:
+            self._pipe = os.pipe2(os.O_CLOEXEC)
+            with contextlib.suppress(OSError):  # the default 64 KiB means more system calls
+                fcntl.fcntl(self._pipe[1], fcntl.F_SETPIPE_SZ, 1 << 20)
+            self._pipe_size = fcntl.fcntl(self._pipe[1], fcntl.F_GETPIPE_SZ)
+        return self._pipe
+
+    def _splice_from_socket(self, pipe_in: int, want: int) -> int:
+        """Socket -> pipe, waiting at most the read timeout for bytes (the socket is non-blocking
+        when it has a timeout)."""
+        while True:
+            try:
+                return os.splice(self._sock.fileno(), pipe_in, want, flags=os.SPLICE_F_MOVE)
+            except BlockingIOError:
+                poller = select.poll()
+                poller.register(self._sock.fileno(), select.POLLIN)
+                timeout = self._sock.gettimeout()
+                if not poller.poll(None if timeout is None else timeout * 1000):
+                    raise TimeoutError("the client sent nothing within the read timeout") from None
 
     def readinto(self, view: memoryview) -> int:
         if self._head:
@@ -86,6 +146,10 @@ class GunicornSocketBody:
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._sock.settimeout(self._saved_timeout)
+        if self._pipe is not None:
+            for end in self._pipe:
+                os.close(end)
+            self._pipe = None
 
 
 def open_body(stream: Any, timeout: float | None = None) -> BodyReader:

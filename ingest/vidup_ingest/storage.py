@@ -32,9 +32,9 @@ import contextlib
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from vidup.storage_layout import UPLOADS, resolve, upload_relpath
 from vidup_ingest.config import FsyncPolicy
@@ -54,6 +54,16 @@ class UploadWriter(Protocol):
         ...
     def position(self) -> int: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class FileWriter(Protocol):
+    """A writer backed by a file descriptor, which a zero-copy source can write into directly."""
+
+    def write_via(self, move: Callable[[int, int], int], count: int) -> int:
+        """``move(fd, count)`` puts up to ``count`` bytes into the file at its position and
+        returns how many; they count as written."""
+        ...
 
 
 class Storage(Protocol):
@@ -127,6 +137,13 @@ class LocalWriter:
             self._pos += n
         if self._fsync != "never" and self._pos - self._flushed >= WRITEBACK_BYTES:
             self._writeback_step()
+
+    def write_via(self, move: Callable[[int, int], int], count: int) -> int:
+        n = move(self._fd, count)
+        self._pos += n
+        if self._fsync != "never" and self._pos - self._flushed >= WRITEBACK_BYTES:
+            self._writeback_step()
+        return n
 
     def _writeback_step(self) -> None:
         _writeback_and_drop(self._fd, self._cached_from, self._pos)

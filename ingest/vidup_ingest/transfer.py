@@ -1,10 +1,11 @@
 """Stream one request body into an upload in bounded memory.
 
-The body is read in ``read_size`` steps and written straight to the storage writer; nothing is
-held beyond one step. Without a checksum, the offset is committed (recorded after the bytes are
-written, synced per the fsync policy) every ``commit_bytes`` so a crash or disconnect keeps what
-arrived. With a checksum nothing counts until
-the whole body is verified.
+The body is moved in ``read_size`` steps straight to the storage writer; nothing is held beyond
+one step. When both ends allow it (a socket body, a file writer) and no checksum needs the bytes,
+they go socket -> file inside the kernel (see bodyreader.py); otherwise through one buffer.
+Without a checksum, the offset is committed (recorded after the bytes are written, synced per the
+fsync policy) every ``commit_bytes`` so a crash or disconnect keeps what arrived. With a checksum
+nothing counts until the whole body is verified.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vidup_ingest.bodyreader import BodyReader
+from vidup_ingest.bodyreader import BodyReader, ClientGone, SplicingBody
 from vidup_ingest.headers import Checksum
-from vidup_ingest.storage import UploadWriter
+from vidup_ingest.storage import FileWriter, UploadWriter
 
 
 @dataclass
@@ -31,13 +32,15 @@ class TransferResult:
 def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size: int,
             commit_bytes: int, checksum: Checksum | None, stop: threading.Event,
             commit: Callable[[int], None]) -> TransferResult:
-    """Copy up to ``max_bytes`` from ``body`` to ``writer`` through one reused buffer.
+    """Move up to ``max_bytes`` from ``body`` to ``writer``, in the kernel or through one buffer.
 
     ``commit(n)`` is called with the bytes received so far, at most every ``commit_bytes`` (never
     when a checksum is pending). The caller commits the end itself.
     """
     hasher = hashlib.new(checksum.algorithm) if checksum else None
-    buf = memoryview(bytearray(read_size))
+    source = body if hasher is None and isinstance(body, SplicingBody) else None
+    sink = writer if isinstance(writer, FileWriter) else None
+    buf = memoryview(bytearray(1 if source and sink else read_size))
     received = 0
     committed = 0
     ending = "eof"
@@ -46,13 +49,16 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
             ending = "stopped"
             break
         want = min(read_size, max_bytes - received)
-        filled, ending = _fill(body, buf[:want])
-        if filled:
-            chunk = buf[:filled]
-            writer.write(chunk)
-            if hasher is not None:
-                hasher.update(chunk)
-            received += filled
+        if source is not None and sink is not None:
+            filled, ending = _move(source, sink, want)
+        else:
+            filled, ending = _fill(body, buf[:want])
+            if filled:
+                chunk = buf[:filled]
+                writer.write(chunk)
+                if hasher is not None:
+                    hasher.update(chunk)
+        received += filled
         if ending != "eof" or filled < want:
             if stop.is_set():
                 ending = "stopped"
@@ -69,6 +75,21 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
     if hasher is not None and checksum is not None:
         result.checksum_ok = ending == "eof" and hasher.digest() == checksum.digest
     return result
+
+
+def _move(body: SplicingBody, writer: FileWriter, want: int) -> tuple[int, str]:
+    """Move ``want`` bytes body -> file without copying them through Python, or until the body
+    ends: (bytes moved, "eof" | "disconnected")."""
+    moved = 0
+    while moved < want:
+        try:
+            n = writer.write_via(body.splice_to, want - moved)
+        except ClientGone:
+            return moved, "disconnected"
+        if n == 0:
+            break
+        moved += n
+    return moved, "eof"
 
 
 def _fill(body: BodyReader, view: memoryview) -> tuple[int, str]:

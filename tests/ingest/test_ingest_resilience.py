@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import socket
 import subprocess
@@ -87,6 +89,36 @@ def test_new_request_takes_over_a_stale_patch(start_ingest: Any) -> None:
     stale.close()
     _finish(b, _on(b, url), data)
     assert b.data_path(url).read_bytes() == data
+
+
+@pytest.mark.parametrize("checksum", [False, True], ids=["spliced", "buffered"])
+def test_a_stalled_body_ends_after_the_read_timeout_and_keeps_what_arrived(start_ingest: Any,
+                                                                           checksum: bool) -> None:
+    """A client that stops sending without closing is given up after VIDUP_INGEST_READ_TIMEOUT:
+    the server answers on its own (no newcomer has to take over), with what arrived counted when
+    no checksum is pending (the body moves socket -> file in the kernel) and nothing counted when
+    one is (the chunk could not be verified)."""
+    ing = start_ingest(VIDUP_INGEST_READ_TIMEOUT="1")
+    url = ing.create(4 * MiB)
+    s = _open_patch(ing, url, 0, 2 * MiB)
+    if checksum:
+        s.close()
+        path = url.split(str(ing.port), 1)[1]
+        head = (f"PATCH {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
+                f"Authorization: Bearer {ing.keys['acme']}\r\nUpload-Offset: 0\r\n"
+                f"Upload-Checksum: sha1 {base64.b64encode(hashlib.sha1(b'x').digest()).decode()}\r\n"
+                f"Content-Type: {OCTET}\r\nContent-Length: {2 * MiB}\r\n\r\n")
+        s = socket.create_connection(("127.0.0.1", ing.port), timeout=30)
+        s.sendall(head.encode())
+    s.sendall(os.urandom(MiB))
+    started = time.monotonic()
+    s.settimeout(15)
+    answer = s.recv(65536).decode(errors="replace")
+    waited = time.monotonic() - started
+    s.close()
+    assert answer.startswith("HTTP/1.1 "), answer
+    assert 0.8 < waited < 10, f"the server answered after {waited:.1f} s"
+    assert _offset(ing, url) == (0 if checksum else MiB)
 
 
 def test_sigkill_mid_upload_restart_resume(start_ingest: Any) -> None:
