@@ -94,10 +94,10 @@ class GunicornSocketBody:
             n = os.write(fd, self._head[:count])
             self._head = self._head[n:]
             return n
+        if self._remaining <= 0 or count <= 0:
+            return 0
         pipe_out, pipe_in = self._open_pipe()
         want = min(count, self._remaining, self._pipe_size)
-        if want <= 0:
-            return 0
         try:
             moved = self._splice_from_socket(pipe_in, want)
         except OSError as exc:  # the client's side; a failing disk below is not caught
