@@ -40,7 +40,7 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
     hasher = hashlib.new(checksum.algorithm) if checksum else None
     source = body if hasher is None and isinstance(body, SplicingBody) else None
     sink = writer if isinstance(writer, FileWriter) else None
-    buf = memoryview(bytearray(1 if source and sink else read_size))
+    buf = memoryview(bytearray(1 if source is not None and sink is not None else read_size))
     received = 0
     committed = 0
     ending = "eof"
