@@ -52,7 +52,6 @@ class UploadWriter(Protocol):
     def commit(self, offset: int, expires_at: float) -> None:
         """Make every byte written so far count: durable per the fsync policy, then recorded."""
         ...
-    def position(self) -> int: ...
     def close(self) -> None: ...
 
 
@@ -134,16 +133,18 @@ class LocalWriter:
         while view:
             n = os.write(self._fd, view)
             view = view[n:]
-            self._pos += n
-        if self._fsync != "never" and self._pos - self._flushed >= WRITEBACK_BYTES:
-            self._writeback_step()
+            self._advance(n)
 
     def write_via(self, move: Callable[[int, int], int], count: int) -> int:
         n = move(self._fd, count)
+        self._advance(n)
+        return n
+
+    def _advance(self, n: int) -> None:
+        """Count ``n`` written bytes; start a writeback step when enough have piled up."""
         self._pos += n
         if self._fsync != "never" and self._pos - self._flushed >= WRITEBACK_BYTES:
             self._writeback_step()
-        return n
 
     def _writeback_step(self) -> None:
         _writeback_and_drop(self._fd, self._cached_from, self._pos)
@@ -160,9 +161,6 @@ class LocalWriter:
         elif self._fsync == "complete" and self._pos > self._flushed:
             self._writeback_step()
         _write_offset_record(self._offset_fd, offset, expires_at, always)
-
-    def position(self) -> int:
-        return self._pos
 
     def close(self) -> None:
         for fd in (self._fd, self._offset_fd):
