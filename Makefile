@@ -4,12 +4,14 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := ffmpeg redis-server docker.io debootstrap
+# The local cluster's node also needs iptables/conntrack (kube-proxy), iproute2 (links) and
+# libseccomp-dev + pkg-config (runc is built with seccomp).
+APT_PACKAGES := ffmpeg redis-server docker.io debootstrap iptables conntrack iproute2 libseccomp-dev pkg-config
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install apt-packages python-env js-clients controlplane lint test demo clean
+.PHONY: install apt-packages python-env js-clients controlplane node lint test demo clean
 
-install: apt-packages python-env js-clients controlplane
+install: apt-packages python-env js-clients controlplane node
 
 apt-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -37,6 +39,11 @@ tests/ingest/js/node_modules/.installed: tests/ingest/js/package-lock.json
 controlplane: python-env
 	$(BIN)/vidup build
 
+# The local cluster's node (kubelet, kube-proxy, scheduler, controller manager, containerd, runc,
+# CNI plugins, CoreDNS, Traefik), built the same way once per machine (cached).
+node: controlplane apt-packages
+	$(BIN)/vidup build --node
+
 lint: python-env
 	$(BIN)/ruff check .
 	$(BIN)/mypy
@@ -44,7 +51,7 @@ lint: python-env
 test: install lint
 	$(BIN)/pytest
 
-demo: install
+demo: apt-packages python-env controlplane
 	$(BIN)/python -m vidup.demo
 
 clean:

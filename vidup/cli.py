@@ -1,4 +1,5 @@
-"""The `vidup` command: run the local stack (`up`, `env`, `down`) and build its binaries."""
+"""The `vidup` command: run the local stack (`up`, `env`, `down`), the local Kubernetes cluster
+(`cluster up | env | down`), build their binaries, and upload videos."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from vidup.localcluster import cluster as local_cluster
 from vidup.localstack import binaries
 from vidup.localstack.stack import ALL_COMPONENTS, Stack, default_runs_root, read_state, stop_from_state
 
@@ -81,9 +83,35 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    tools = binaries.build(force=args.force) if args.force else binaries.ensure()
+    if args.node:
+        tools: object = binaries.build_node(force=True) if args.force else binaries.ensure_node()
+    else:
+        tools = binaries.build(force=True) if args.force else binaries.ensure()
     for name, path in vars(tools).items():
         print(f"{name}: {path}")
+    return 0
+
+
+def cmd_cluster_up(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else local_cluster.default_run_dir()
+    local_cluster.Cluster(run_dir, args.ingress_port).up()
+    print('vidup: cluster ready; point your shell at it: eval "$(vidup cluster env)"', file=sys.stderr)
+    return 0
+
+
+def cmd_cluster_env(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else local_cluster.default_run_dir()
+    if not local_cluster.running(run_dir):
+        raise SystemExit("no vidup cluster is running (start one with `vidup cluster up`)")
+    for key, value in local_cluster.read_state(run_dir)["env"].items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_cluster_down(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else local_cluster.default_run_dir()
+    local_cluster.down(run_dir)
+    print(f"vidup: cluster at {run_dir} is down", file=sys.stderr)
     return 0
 
 
@@ -122,7 +150,23 @@ def main(argv: list[str] | None = None) -> int:
 
     build = sub.add_parser("build", help="build (or find cached) etcd, kube-apiserver, kubectl and helm")
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
+    build.add_argument("--node", action="store_true",
+                       help="also the node: kubelet, kube-proxy, containerd, runc, CNI, CoreDNS, Traefik")
     build.set_defaults(func=cmd_build)
+
+    cluster = sub.add_parser("cluster", help="a real one-node Kubernetes cluster as local processes")
+    cluster_sub = cluster.add_subparsers(dest="cluster_command", required=True)
+    cluster_up = cluster_sub.add_parser("up", help="start it (returns when pods, DNS and the ingress work)")
+    cluster_up.add_argument("--ingress-port", type=int, default=30080,
+                            help="the ingress controller's port on 127.0.0.1 (default 30080)")
+    cluster_up.add_argument("--run-dir", help="where its state and logs go (default: <cache>/cluster)")
+    cluster_up.set_defaults(func=cmd_cluster_up)
+    cluster_env = cluster_sub.add_parser("env", help='print export lines: eval "$(vidup cluster env)"')
+    cluster_env.add_argument("--run-dir")
+    cluster_env.set_defaults(func=cmd_cluster_env)
+    cluster_down = cluster_sub.add_parser("down", help="stop it and remove everything it made")
+    cluster_down.add_argument("--run-dir")
+    cluster_down.set_defaults(func=cmd_cluster_down)
 
     upload = sub.add_parser("upload", help="upload a video over TUS (resumable); --wait follows its transcode")
     upload.add_argument("file")

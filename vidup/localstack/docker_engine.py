@@ -69,6 +69,7 @@ class DockerEngine:
         argv = [
             dockerd, "-H", self.host, "--data-root", str(data_root), "--exec-root", str(self.run_dir / "exec"),
             "--pidfile", str(self.run_dir / "dockerd.pid"), "--bridge", "none", "--iptables=false",
+            "--ip-forward=false",  # leave the host's sysctls alone (builds use the host network)
         ]
         self.process = ManagedProcess("dockerd", argv, self.run_dir / "logs" / "dockerd.log").start()
         wait_until(lambda: self._ping(), 60, "dockerd to answer")
@@ -99,9 +100,9 @@ class DockerEngine:
             )
             tar.wait()
 
-    def build(self, dockerfile: Path, tag: str) -> None:
-        """``docker build`` with the repository root as context (the images share the vidup core)."""
-        done = self.docker("build", "--network", "host", "-f", str(dockerfile), "-t", tag, str(REPO_ROOT),
+    def build(self, dockerfile: Path, tag: str, context: Path = REPO_ROOT) -> None:
+        """``docker build``; vidup's images use the repository root as context (they share the core)."""
+        done = self.docker("build", "--network", "host", "-f", str(dockerfile), "-t", tag, str(context),
                            check=False)
         if done.returncode != 0:
             raise RuntimeError(f"docker build of {dockerfile} failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}")

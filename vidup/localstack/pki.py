@@ -1,6 +1,8 @@
 """Certificates for the local API server, made the way controller-runtime's envtest makes them:
 a throwaway CA, a serving certificate for 127.0.0.1, an admin client certificate in
-``system:masters``, and the service-account signing key pair."""
+``system:masters``, and the service-account signing key pair. A cluster that runs pods asks for
+more: serving names pods use (the ``kubernetes`` Service IP, the node address) and one client
+certificate per identity (the kubelet as ``system:node:<name>``, the API server towards kubelets)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,11 @@ class Pki:
     admin_key: Path
     sa_public: Path
     sa_private: Path
+    directory: Path
+
+    def client(self, name: str) -> tuple[Path, Path]:
+        """The certificate and key of a client made with ``clients={name: ...}``."""
+        return self.directory / f"{name}.crt", self.directory / f"{name}.key"
 
 
 def _name(cn: str, org: str | None = None) -> x509.Name:
@@ -58,8 +65,16 @@ def _builder(
     )
 
 
-def make_pki(directory: Path) -> Pki:
-    """Write a fresh PKI into ``directory``; every stack start gets its own, valid for 30 days."""
+def make_pki(
+    directory: Path,
+    extra_ips: tuple[str, ...] = (),
+    clients: dict[str, tuple[str, str | None]] | None = None,
+) -> Pki:
+    """Write a fresh PKI into ``directory``; every stack start gets its own, valid for 30 days.
+
+    ``extra_ips`` are more addresses the serving certificate covers; ``clients`` maps a file name
+    to the (common name, organization) of one more client certificate.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("vidup-local-ca")
@@ -80,7 +95,9 @@ def make_pki(directory: Path) -> Pki:
                 x509.DNSName("localhost"),
                 x509.DNSName("kubernetes"),
                 x509.DNSName("kubernetes.default"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                x509.DNSName("kubernetes.default.svc"),
+                x509.DNSName("kubernetes.default.svc.cluster.local"),
+                *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", *extra_ips)),
             ]),
             critical=False,
         )
@@ -88,12 +105,16 @@ def make_pki(directory: Path) -> Pki:
         .sign(ca_key, hashes.SHA256())
     )
 
-    admin_key = ec.generate_private_key(ec.SECP256R1())
-    admin = (
-        _builder(_name("vidup-admin", "system:masters"), ca_name, admin_key.public_key())
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
+    def client_cert(cn: str, org: str | None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (
+            _builder(_name(cn, org), ca_name, key.public_key())
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        return cert, key
+
+    admin, admin_key = client_cert("vidup-admin", "system:masters")
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pki = Pki(
@@ -104,6 +125,7 @@ def make_pki(directory: Path) -> Pki:
         admin_key=directory / "admin.key",
         sa_public=directory / "sa.pub",
         sa_private=directory / "sa.key",
+        directory=directory,
     )
     pki.ca_cert.write_bytes(_cert_pem(ca))
     pki.serving_cert.write_bytes(_cert_pem(serving))
@@ -116,6 +138,12 @@ def make_pki(directory: Path) -> Pki:
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    for key in (pki.serving_key, pki.admin_key, pki.sa_private):
-        key.chmod(0o600)
+    for name, (cn, org) in (clients or {}).items():
+        cert, key = client_cert(cn, org)
+        cert_path, key_path = pki.client(name)
+        cert_path.write_bytes(_cert_pem(cert))
+        key_path.write_bytes(_key_pem(key))
+        key_path.chmod(0o600)
+    for path in (pki.serving_key, pki.admin_key, pki.sa_private):
+        path.chmod(0o600)
     return pki
