@@ -105,8 +105,15 @@ def test_pod_from_a_local_image_with_logs_exec_and_port_forward(local_cluster: C
 def test_service_by_dns_name_balances_across_two_pods(local_cluster: Cluster, ns: str) -> None:
     apply(local_cluster, _deployment("echo", 2), _service("echo"))
     wait_for(lambda: len(_ready_pods(local_cluster, "echo")) == 2, 120, "two echo pods Ready")
+    # Ready pods reach kube-proxy's rules a moment later: wait for the first answer, then count.
     client = f"""
-import collections, json, urllib.request
+import collections, json, time, urllib.request
+for _ in range(60):
+    try:
+        urllib.request.urlopen("http://echo.{ns}.svc.cluster.local/", timeout=5).read()
+        break
+    except OSError:
+        time.sleep(0.5)
 seen = collections.Counter()
 for _ in range(40):
     with urllib.request.urlopen("http://echo.{ns}.svc.cluster.local/", timeout=5) as answer:
