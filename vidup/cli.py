@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from vidup import upload_client
 from vidup.localcluster import cluster as local_cluster
 from vidup.localstack import binaries
 from vidup.localstack.stack import ALL_COMPONENTS, Stack, default_runs_root, read_state, stop_from_state
@@ -108,6 +109,15 @@ def cmd_cluster_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cluster_load(args: argparse.Namespace) -> int:
+    run_dir = Path(args.run_dir) if args.run_dir else local_cluster.default_run_dir()
+    if not local_cluster.running(run_dir):
+        raise SystemExit("no vidup cluster is running (start one with `vidup cluster up`)")
+    local_cluster.Cluster(run_dir).load_images()
+    print("vidup: images rebuilt and loaded; restart pods to use them (kubectl rollout restart)", file=sys.stderr)
+    return 0
+
+
 def cmd_cluster_down(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else local_cluster.default_run_dir()
     local_cluster.down(run_dir)
@@ -123,8 +133,6 @@ def _positive_float(text: str) -> float:
 
 
 def cmd_upload(args: argparse.Namespace) -> int:
-    from vidup import upload_client
-
     return upload_client.run(args.file, args.url, args.token, args.wait, args.json, args.timeout,
                              chunk_size=max(1, int(args.chunk_mib * (1 << 20))))
 
@@ -164,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     cluster_env = cluster_sub.add_parser("env", help='print export lines: eval "$(vidup cluster env)"')
     cluster_env.add_argument("--run-dir")
     cluster_env.set_defaults(func=cmd_cluster_env)
+    cluster_load = cluster_sub.add_parser(
+        "load", help="rebuild the images and load them into the running cluster (as `kind load docker-image`)")
+    cluster_load.add_argument("--run-dir")
+    cluster_load.set_defaults(func=cmd_cluster_load)
     cluster_down = cluster_sub.add_parser("down", help="stop it and remove everything it made")
     cluster_down.add_argument("--run-dir")
     cluster_down.set_defaults(func=cmd_cluster_down)

@@ -27,6 +27,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import requests
+from tusclient import client
+from tusclient.exceptions import TusCommunicationError
+
+from vidup.localstack.binaries import cache_root
 
 #: Bytes per PATCH by default: small enough for a live progress bar, large enough to keep requests
 #: few. ``--chunk-mib`` lowers it behind a proxy that limits request bodies.
@@ -45,8 +49,6 @@ class UploadError(Exception):
 
 
 def url_store_path() -> Path:
-    from vidup.localstack.binaries import cache_root
-
     return cache_root() / "upload-urls.json"
 
 
@@ -182,9 +184,6 @@ def _auth(token: str) -> dict[str, str]:
 
 
 def _make_uploader(path: Path, target: Target, token: str, storage: JsonUrlStorage, chunk_size: int) -> Any:
-    from tusclient import client
-    from tusclient.exceptions import TusCommunicationError
-
     tus = client.TusClient(target.endpoint, headers=_auth(token))
     fingerprint = FileFingerprint(target.endpoint, token)
     options: dict[str, Any] = {
@@ -213,8 +212,6 @@ def _describe(exc: Exception) -> str:
 
 def upload_file(path: Path, target: Target, token: str, err: IO[str], chunk_size: int = CHUNK_SIZE) -> str:
     """Upload ``path`` (resuming a remembered upload) and return the video's status URL."""
-    from tusclient.exceptions import TusCommunicationError
-
     storage = JsonUrlStorage(url_store_path())
     uploader = _make_uploader(path, target, token, storage, chunk_size)
     size = path.stat().st_size

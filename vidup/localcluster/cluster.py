@@ -95,7 +95,7 @@ class Cluster:
             self.control_plane.start(timeout)
             self._write_state()
             self._start_runtime(tools)
-            self._load_images(tools)
+            self.load_images()
             _say("node: kube-controller-manager, kube-scheduler, kube-proxy, kubelet, provisioner")
             hostnet.write_cni_config(self.runtime_paths.cni_conf_dir, self.runtime_paths.cni_ipam_dir)
             node.make_cgroup_root()
@@ -133,7 +133,9 @@ class Cluster:
         self._write_state()
         runtime.wait_ready(containerd, self.runtime_paths, tools)
 
-    def _load_images(self, tools: binaries.NodeBinaries) -> None:
+    def load_images(self) -> None:
+        """Build every image (the layer cache makes repeats quick) and load it into containerd."""
+        tools = binaries.ensure_node()
         engine = DockerEngine(self.run_dir / "docker")
         _say("images: building with the private Docker engine, loading into containerd")
         engine.start()
