@@ -1,10 +1,15 @@
-"""Rendering the chart with the built helm, and the values table the README must carry."""
+"""Rendering the chart with the built helm and kubectl, and the values table the READMEs carry.
+
+``python tests/chart/chart_support.py`` prints the values table to paste between the markers of
+the project README and the chart's README.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -13,24 +18,53 @@ from vidup.localstack import binaries
 from vidup.localstack.docker_engine import REPO_ROOT
 
 CHART = REPO_ROOT / "charts" / "vidup"
-README = REPO_ROOT / "README.md"
+#: The READMEs that carry the values table, each between the two markers.
+READMES = (REPO_ROOT / "README.md", CHART / "README.md")
 TABLE_START = "<!-- values table: generated from charts/vidup/values.schema.json; tests/chart checks it -->"
 TABLE_END = "<!-- end of values table -->"
+#: The value sets rendered for every check and dry-run against the API server.
+VALUE_SETS = {
+    "defaults": [],
+    "external-redis": ["redis.enabled=false", "externalRedis.existingSecret=managed-redis"],
+    "existing-claim-and-secret": ["storage.existingClaim=shared-videos", "auth.existingSecret=vidup-keys"],
+    "autoscaling-and-httproute": ["worker.autoscaling.enabled=true", "httpRoute.enabled=true",
+                                  "httpRoute.parentRefs[0].name=traefik", "httpRoute.parentRefs[0].namespace=traefik",
+                                  "ingress.enabled=false"],
+}
 
 
-def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run([str(binaries.expected().helm), *args], capture_output=True, text=True, timeout=120)
+def helm(*args: str, check: bool = True, kubeconfig: Path | None = None,
+         timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    command = [str(binaries.expected().helm), *args]
+    if kubeconfig is not None:
+        command += ["--kubeconfig", str(kubeconfig)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed: {done.stderr}")
     return done
 
 
-def render(*sets: str, namespace: str = "vidup") -> list[dict[str, Any]]:
-    """``helm template`` with ``--set`` pairs; the rendered objects (tests included)."""
-    args = ["template", "vidup", str(CHART), "--namespace", namespace]
-    for pair in sets:
-        args += ["--set", pair]
-    return [doc for doc in yaml.safe_load_all(helm(*args).stdout) if doc]
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(binaries.expected().kubectl), "--kubeconfig", str(kubeconfig), *args],
+                          input=stdin, capture_output=True, text=True, timeout=120)
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
+    return done
+
+
+def set_args(sets: list[str] | tuple[str, ...]) -> list[str]:
+    return [arg for pair in sets for arg in ("--set", pair)]
+
+
+def template(*sets: str, namespace: str = "vidup", extra: tuple[str, ...] = ()) -> str:
+    """``helm template`` with ``--set`` pairs: the manifest text (tests included)."""
+    return helm("template", "vidup", str(CHART), "--namespace", namespace, *extra, *set_args(sets)).stdout
+
+
+def render(*sets: str, namespace: str = "vidup", extra: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """The rendered objects of :func:`template`."""
+    return [doc for doc in yaml.safe_load_all(template(*sets, namespace=namespace, extra=extra)) if doc]
 
 
 def schema() -> dict[str, Any]:
@@ -38,7 +72,10 @@ def schema() -> dict[str, Any]:
 
 
 def leaves(node: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
-    """Every documented value: a schema property without sub-properties, with its dotted key."""
+    """Every documented value: a schema property without sub-properties, with its dotted key.
+
+    Values that pass straight into Kubernetes objects (security contexts, resources, affinity...)
+    are validated through ``definitions`` (``allOf: [{$ref}]``) and documented as one row."""
     for name, spec in node.get("properties", {}).items():
         key = f"{prefix}{name}"
         if "properties" in spec:
@@ -57,7 +94,7 @@ def _default(values: dict[str, Any], key: str) -> str:
 
 
 def values_table() -> str:
-    """The README's values table, made from the schema (descriptions, types) and values.yaml."""
+    """The READMEs' values table, made from the schema (descriptions, types) and values.yaml."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     rows = ["| key | type | default | description |", "| --- | --- | --- | --- |"]
     for key, spec in leaves(schema()):
@@ -67,10 +104,11 @@ def values_table() -> str:
     return "\n".join(rows)
 
 
-def readme_table() -> str:
-    text = README.read_text()
+def readme_table(readme: Path) -> str:
+    text = readme.read_text()
+    assert TABLE_START in text and TABLE_END in text, f"{readme} has no values table markers"
     return text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
 
 
-if __name__ == "__main__":  # print the table to paste into the README
+if __name__ == "__main__":
     print(values_table())
