@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -214,3 +215,15 @@ def test_up_again_is_a_no_op(local_cluster: Cluster) -> None:
     again = Cluster(local_cluster.run_dir, local_cluster.ingress_port).up()
     assert again.ingress_url == local_cluster.ingress_url
     assert kubectl(local_cluster, "get", "node", NODE_NAME).returncode == 0
+
+
+def test_cluster_env_points_a_shell_at_the_cluster(local_cluster: Cluster) -> None:
+    """`eval "$(vidup cluster env)"` gives kubectl, helm and the ingress URL, as the README says."""
+    exported = subprocess.run([sys.executable, "-m", "vidup.cli", "cluster", "env", "--run-dir",
+                               str(local_cluster.run_dir)], capture_output=True, text=True, timeout=60, check=True)
+    shell = f'{exported.stdout}\nkubectl get node -o name && helm version --short && echo "URL=$VIDUP_INGRESS_URL"'
+    out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60,
+                         env={"PATH": "/usr/bin:/bin"}, check=True).stdout
+    assert f"node/{NODE_NAME}" in out
+    assert "\nv4." in out  # helm version --short
+    assert f"URL={local_cluster.ingress_url}" in out

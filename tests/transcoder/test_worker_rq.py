@@ -227,3 +227,108 @@ def test_stopped_job_kills_ffmpeg_and_removes_its_temporary_output(cluster: Clus
     worker.check_running()
     cluster.source("after", size="640x360", seconds=2)
     assert cluster.wait_finished(cluster.enqueue("after", renditions=(360,), seconds=2)).status == "completed"
+
+
+# -- stopping a worker (a rolling update): drain, then hand the running job back ---------------------
+
+
+def parent_pid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def exited(worker: ManagedProcess, cluster: Cluster, timeout: float) -> int:
+    """Wait for ``worker`` to exit; return its exit code and stop watching it."""
+    assert worker.popen is not None
+    try:
+        code = worker.popen.wait(timeout=timeout)
+    except Exception as e:
+        raise AssertionError(f"{worker.name} did not exit:\n{worker.log_tail()}") from e
+    cluster.workers.remove(worker)
+    return code
+
+
+def worker_key(worker: ManagedProcess) -> str:
+    return Worker.redis_worker_namespace_prefix + worker.name
+
+
+def catches_sigterm(pid: int) -> bool:
+    """RQ installs its handlers only after registering the worker (and starting its scheduler)."""
+    with open(f"/proc/{pid}/status") as f:
+        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+    return bool(caught & (1 << (signal.SIGTERM - 1)))
+
+
+@pytest.mark.parametrize("how", ["drain-time-up", "second-signal"])
+def test_stopped_worker_hands_its_running_job_back_at_once(cluster: Cluster, how: str) -> None:
+    # the second-signal case drains for longer than the test waits: only the second signal can end it
+    drain = "1" if how == "drain-time-up" else "600"
+    (worker,) = cluster.start_workers(1, VIDUP_X264_PRESET="medium", VIDUP_WORKER_DRAIN_SECONDS=drain)
+    cluster.source("handback", size="1280x720", seconds=12, rate=25)
+    job = cluster.enqueue("handback", seconds=12)
+    retries = job.retries_left
+    wait_until(lambda: cluster.progress(job) >= 2, 90, "the encode to be under way")
+    encoders = ffmpeg_descendants(worker.pid)
+    assert encoders and cluster.partials(), "ffmpeg should be writing into a staging directory"
+    horse = parent_pid(encoders[0])
+    assert horse != worker.pid
+    cluster.source("behind", size="640x360", seconds=2)
+    behind = cluster.enqueue("behind", renditions=(360,), seconds=2)  # waits behind: one busy worker
+
+    worker.signal(signal.SIGTERM)
+    if how == "second-signal":
+        wait_until(lambda: cluster.connection.hexists(worker_key(worker), "shutdown_requested_date"), 30,
+                   "the worker to start draining")
+        time.sleep(1.5)  # RQ ignores a repeated stop signal within a second of the first
+        assert job.get_status(refresh=True) == JobStatus.STARTED, "the first signal must only start the drain"
+        worker.signal(signal.SIGTERM)
+
+    wait_until(lambda: job.get_status(refresh=True) == JobStatus.QUEUED, 30, "the job to be handed back")
+    assert exited(worker, cluster, 30) == 0, worker.log_tail()
+    wait_until(lambda: not any(pid_alive(p) for p in [horse, *encoders]), 10, "the horse and ffmpeg to exit")
+    job.refresh()
+    assert cluster.queue.get_job_ids() == [job.id, behind.id], "handed back to the front of the queue"
+    assert job.retries_left == retries == 2, "a rolling update must not spend a retry"
+    assert job.meta.get("vidup_handed_back") == 1 and "vidup_abandoned" not in job.meta
+    assert job.worker_name is None and job.started_at is None
+    assert job.id not in cluster.queue.failed_job_registry
+    assert job.id not in cluster.queue.started_job_registry
+    assert job.latest_result() is None, "no failure may be recorded"
+    assert int(cluster.connection.hget(worker_key(worker), "failed_job_count") or 0) == 0
+    assert cluster.partials() == [], "the stopped attempt's staging directory must be gone"
+
+    # a worker of the new version picks it up first and completes it
+    (successor,) = cluster.start_workers(1, VIDUP_X264_PRESET="ultrafast")
+    result = cluster.wait_finished(job, timeout=240)
+    assert result.status == "completed"
+    assert (cluster.storage / result.master_playlist).is_file()
+    job.refresh()
+    assert job.worker_name == successor.name
+    assert job.meta.get("vidup_handed_back") == 1 and job.retries_left == 2
+    assert cluster.wait_finished(behind).status == "completed"
+
+
+def test_job_that_finishes_within_the_drain_time_completes_before_the_worker_exits(cluster: Cluster) -> None:
+    (worker,) = cluster.start_workers(1, VIDUP_X264_PRESET="veryfast", VIDUP_WORKER_DRAIN_SECONDS="300")
+    cluster.source("finishes", size="1280x720", seconds=4)
+    job = cluster.enqueue("finishes")
+    wait_until(lambda: cluster.progress(job) >= 1, 60, "the encode to be under way")
+    worker.signal(signal.SIGTERM)
+    assert exited(worker, cluster, 240) == 0, worker.log_tail()
+    # RQ records the stop request only when it arrives while the worker is busy
+    assert cluster.connection.hget(worker_key(worker), "shutdown_requested_date"), "the job was already done"
+    assert job.get_status(refresh=True) == JobStatus.FINISHED, worker.log_tail()
+    result = TranscodeResult.from_dict(job.return_value(refresh=True))
+    assert result.status == "completed"
+    assert (cluster.storage / result.master_playlist).is_file()
+    job.refresh()
+    assert job.worker_name == worker.name and "vidup_handed_back" not in job.meta
+
+
+def test_idle_worker_exits_at_once_on_sigterm(cluster: Cluster) -> None:
+    (worker,) = cluster.start_workers(1, VIDUP_WORKER_DRAIN_SECONDS="300")
+    wait_until(lambda: catches_sigterm(worker.pid), 30, "the worker to handle SIGTERM")
+    worker.signal(signal.SIGTERM)
+    assert exited(worker, cluster, 20) == 0, worker.log_tail()
+    assert worker.name not in {w.name for w in Worker.all(queue=cluster.queue)}

@@ -6,7 +6,12 @@ A thin wrapper around RQ's forking ``Worker`` that adds what a video worker need
   instead of RQ's 60-second floor, and a sweep every VIDUP_WORKER_SWEEP_SECONDS that requeues jobs
   of dead workers (:mod:`vidup_transcoder.recovery`), so a SIGKILLed worker costs seconds, not minutes;
 * a work-horse (and through it FFmpeg) that dies with its worker instead of running on unsupervised;
-* removal of a job's staging directory whenever its work-horse was killed (a stopped job).
+* removal of a job's staging directory whenever its work-horse was killed (a stopped job);
+* a bounded drain on SIGTERM/SIGINT (VIDUP_WORKER_DRAIN_SECONDS, set below the pod's
+  terminationGracePeriodSeconds): the running job may finish as in RQ's warm shutdown, but when the
+  drain time is up -- or at a second signal -- the work-horse is killed and the job is put back at the
+  front of its queue, same id, no retry spent (:meth:`TranscodeWorker.hand_back`), so a rolling update
+  loses no work and no time to the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -16,34 +21,53 @@ import logging
 import os
 import socket
 import sys
+import threading
+import time
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import redis
 from rq import Queue, Worker
-from rq.job import Job
+from rq.exceptions import StopRequested
+from rq.executions import Execution
+from rq.job import Job, JobStatus
 from rq.registry import clean_registries
 from rq.utils import now
+from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
-from vidup.settings import Settings, env_int
+from vidup.settings import Settings, env_float, env_int
 from vidup_transcoder.recovery import remove_job_partials, requeue_abandoned
 from vidup_transcoder.runner import die_with_parent
 
 log = logging.getLogger("vidup_transcoder.worker")
 
+#: How often the drain watcher looks at the deadline (the hand-back happens at most this late).
+DRAIN_POLL_SECONDS = 0.2
+
 
 class TranscodeWorker(Worker):
-    """RQ's forking worker with fast dead-worker recovery and cleanup of killed horses."""
+    """RQ's forking worker with fast dead-worker recovery, cleanup of killed horses and a bounded
+    drain on shutdown."""
 
     def __init__(self, *args: Any, storage_dir: Path, heartbeat_grace: int = 20, sweep_seconds: int = 5,
-                 **kwargs: Any) -> None:
+                 drain_seconds: float = 25.0, **kwargs: Any) -> None:
         # set before RQ's constructor, which already reads dequeue_timeout
         self.storage_dir = storage_dir
         self.heartbeat_grace = heartbeat_grace
         self.sweep_seconds = sweep_seconds
+        self.drain_seconds = drain_seconds
         self._parent_pid = os.getpid()
+        # Drain state. The lock orders the watcher thread's kill against the main thread starting and
+        # ending a job's monitoring, so a horse is only killed while it is this job's and unreaped.
+        self._drain_lock = threading.Lock()
+        self._drain_deadline: float | None = None  # time.monotonic(); set by the signal handlers
+        self._drain_watcher: threading.Thread | None = None
+        self._monitored_job_id: str | None = None
+        self._hand_back_job_id: str | None = None
         kwargs["maintenance_interval"] = sweep_seconds
         super().__init__(*args, **kwargs)
 
@@ -71,6 +95,8 @@ class TranscodeWorker(Worker):
                 clean_registries(queue, self._exc_handlers)
                 clean_worker_registry(queue)
                 queue.intermediate_queue.cleanup(self, queue)
+            except StopRequested:
+                raise  # an idle worker's SIGTERM handler raises it wherever the loop is, often here
             except Exception:
                 self.log.exception("maintenance of queue %s failed", queue.name)
             finally:
@@ -84,10 +110,109 @@ class TranscodeWorker(Worker):
         if os.getppid() != self._parent_pid:  # the worker died before the line above took effect
             os._exit(1)
 
+    # -- shutdown: a bounded drain, then the job goes back to the queue ------------------------------
+    #
+    # RQ's warm shutdown waits for the running job however long it takes; Kubernetes then SIGKILLs the
+    # pod at the end of its grace period and the job sits STARTED until its heartbeat expires, when a
+    # sweep requeues it and spends a retry. Instead, the first signal sets a drain deadline (a second
+    # one moves it to now) and a watcher thread, at the deadline, kills the horse through RQ's own
+    # stopped-job path (``_stopped_job_id`` + ``kill_horse``, which kills the horse's process group,
+    # FFmpeg included); ``_handle_stopped_job`` then requeues the job instead of failing it, and the
+    # worker loop exits because a stop was requested.
+    #
+    # The signal handlers only store a number: RQ's horse monitor raises out of a SIGALRM handler every
+    # heartbeat, which can unwind a SIGTERM handler at any point (e.g. while RQ joins the scheduler), and
+    # a handler must never wait for a lock the interrupted main thread may hold.
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """First SIGTERM/SIGINT: RQ's warm shutdown, plus the drain deadline if a job is running."""
+        if self.get_state() == WorkerStatus.BUSY:
+            self._end_drain_by(time.monotonic() + self.drain_seconds)
+            self._stop_requested = True  # as RQ's _shutdown does, in case an alarm cuts it short
+            self.log.info("stop requested: the running job has %gs to finish before it is handed back",
+                          self.drain_seconds)
+        super().request_stop(signum, frame)  # idle: raises StopRequested, the worker exits at once
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """A further signal while a job runs hands it back now; RQ's cold shutdown would kill the horse
+        and exit, leaving the job STARTED until its heartbeat expires. Idle, it is RQ's cold shutdown."""
+        if self._monitored_job_id is None:
+            super().request_force_stop(signum, frame)
+            return
+        requested = self._shutdown_requested_date
+        if requested is not None and now() - requested < timedelta(seconds=1):
+            return  # RQ's guard: the same stop delivered twice (e.g. by a pool and by the terminal)
+        self._end_drain_by(time.monotonic())
+        self.log.warning("second stop signal: handing the running job back now")
+
+    def _end_drain_by(self, deadline: float) -> None:
+        if self._drain_deadline is None or deadline < self._drain_deadline:
+            self._drain_deadline = deadline
+
+    def _watch_drain(self) -> None:
+        """Watcher thread: once the drain deadline has passed, hand back whatever job is running."""
+        while True:
+            time.sleep(DRAIN_POLL_SECONDS)
+            deadline = self._drain_deadline
+            if deadline is not None and time.monotonic() >= deadline:
+                with self._drain_lock:
+                    self._kill_for_hand_back()
+
+    def _kill_for_hand_back(self) -> None:
+        """Kill the monitored job's horse, marked for hand-back (caller holds ``_drain_lock``)."""
+        job_id = self._monitored_job_id
+        if job_id is None or not self.horse_pid or self._stopped_job_id == job_id:
+            return  # idle, horse already reaped, or already being stopped (a user's stop wins)
+        self.log.warning("shutting down: killing the work-horse of job %s to hand the job back", job_id)
+        self._hand_back_job_id = job_id
+        self._stopped_job_id = job_id
+        self.kill_horse()
+
+    def _handle_stopped_job(self, job: Job, queue: Queue, execution: Execution) -> None:
+        if job.id != self._hand_back_job_id:
+            super()._handle_stopped_job(job, queue, execution)
+            return
+        self._stopped_job_id = None
+        self.hand_back(job, queue, execution)
+
+    def hand_back(self, job: Job, queue: Queue, execution: Execution) -> None:
+        """Put a job whose horse was killed for shutdown back at the front of its queue, same id.
+
+        Like :func:`~vidup_transcoder.recovery.requeue_abandoned`, minus the retry: a rolling update
+        is not the job's fault. It never reaches ``handle_job_failure`` (no FailedJobRegistry entry, no
+        failure count); ``job.meta["vidup_handed_back"]`` counts these. A job the horse finished (or
+        failed, or scheduled for retry) just before it was killed is left as it is.
+        """
+        job.refresh()  # the horse may have saved fields since the dequeue
+        status = job.get_status(refresh=False)
+        if status != JobStatus.STARTED:
+            self.log.info("job %s ended (%s) before it could be handed back", job.id, status)
+            return
+        job.meta["vidup_handed_back"] = int(job.meta.get("vidup_handed_back", 0)) + 1
+        job.started_at = None
+        job.worker_name = None
+        with self.connection.pipeline() as pipeline:
+            pipeline.multi()  # one transaction (and what enqueue_job expects of a caller's pipeline)
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)  # leaves StartedJobRegistry
+            queue.enqueue_job(job, pipeline=pipeline, at_front=True)
+            pipeline.execute()
+        self.log.warning("handed job %s back to the front of queue %s", job.id, queue.name)
+
     def monitor_work_horse(self, job: Job, queue: Queue, execution: Any) -> None:
+        if self._drain_watcher is None:
+            self._drain_watcher = threading.Thread(target=self._watch_drain, name="vidup-drain", daemon=True)
+            self._drain_watcher.start()
+        with self._drain_lock:
+            self._monitored_job_id = job.id
         try:
             super().monitor_work_horse(job, queue, execution)
         finally:
+            with self._drain_lock:
+                self._monitored_job_id = None
+                if self._hand_back_job_id == job.id:
+                    self._hand_back_job_id = None
+                    if self._stopped_job_id == job.id:  # the horse exited 0 just before the kill
+                        self._stopped_job_id = None
             try:
                 for path in remove_job_partials(job, self.storage_dir):
                     self.log.info("removed staging directory %s of job %s", path, job.id)
@@ -106,6 +231,7 @@ def build_worker(settings: Settings, name: str | None = None) -> TranscodeWorker
         job_monitoring_interval=env_int("VIDUP_WORKER_HEARTBEAT_SECONDS", 5),
         heartbeat_grace=env_int("VIDUP_WORKER_HEARTBEAT_GRACE_SECONDS", 20),
         sweep_seconds=env_int("VIDUP_WORKER_SWEEP_SECONDS", 5),
+        drain_seconds=env_float("VIDUP_WORKER_DRAIN_SECONDS", 25.0),
     )
 
 
