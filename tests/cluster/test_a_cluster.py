@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +228,10 @@ def test_cluster_env_points_a_shell_at_the_cluster(local_cluster: Cluster) -> No
     assert f"node/{NODE_NAME}" in out
     assert "\nv4." in out  # helm version --short
     assert f"URL={local_cluster.ingress_url}" in out
+
+
+def test_a_second_cluster_is_refused_without_touching_the_first(local_cluster: Cluster, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="another vidup cluster runs"):
+        Cluster(tmp_path / "second", free_port()).up()
+    assert kubectl(local_cluster, "get", "node", NODE_NAME).returncode == 0
+    assert requests.get(local_cluster.ingress_url + "/", timeout=5).status_code == 404

@@ -116,6 +116,9 @@ def test_install_with_default_values_reaches_all_pods_ready(local_cluster: Clust
     for component, count in (("ingest", 2), ("operator", 2), ("worker", 2), ("redis", 1)):
         found = pods(local_cluster, component)
         assert len(found) == count and all(ready(p) for p in found), component
+        # No pod needed a restart to get there (workers used to crash while Redis was starting).
+        restarts = [s.get("restartCount", 0) for p in found for s in p["status"].get("containerStatuses", [])]
+        assert restarts == [0] * count, (component, restarts)
 
 
 def test_upload_through_the_ingress_becomes_hls_served_through_the_ingress(

@@ -235,6 +235,22 @@ def build_worker(settings: Settings, name: str | None = None) -> TranscodeWorker
     )
 
 
+def wait_for_redis(url: str, interval: float = 1.0) -> None:
+    """Block until Redis answers. In a cluster the workers may start before Redis does; RQ exits
+    on a refused connection, which turns a normal install into restarts (CrashLoopBackOff)."""
+    connection = redis.Redis.from_url(url)
+    try:
+        while True:
+            try:
+                connection.ping()
+                return
+            except redis.exceptions.ConnectionError as exc:
+                log.warning("waiting for Redis: %s", exc)
+                time.sleep(interval)
+    finally:
+        connection.close()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidup_transcoder.worker", description=__doc__)
     parser.add_argument("--name", help="worker name (default: host.pid)")
@@ -242,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-level", default=os.environ.get("VIDUP_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     settings = Settings.from_env()
+    wait_for_redis(settings.redis_url)
     worker = build_worker(settings, args.name)
     worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=True)
     return 0

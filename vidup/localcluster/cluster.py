@@ -83,6 +83,9 @@ class Cluster:
             _say(f"already running ({self.run_dir})")
             self.ingress_port = int(read_state(self.run_dir)["ingress_port"])
             return self
+        if hostnet.link_exists(hostnet.NODE_LINK) and not (self.run_dir / STATE_FILE).exists():
+            raise RuntimeError(f"another vidup cluster runs on this machine (its node link {hostnet.NODE_LINK} "
+                               "exists): one per machine; `vidup cluster down --run-dir <its dir>` first")
         down(self.run_dir)  # whatever a crashed or half-finished run left
         started = time.monotonic()
         tools = binaries.ensure_node()
