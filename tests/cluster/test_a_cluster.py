@@ -218,13 +218,13 @@ def test_up_again_is_a_no_op(local_cluster: Cluster) -> None:
     assert kubectl(local_cluster, "get", "node", NODE_NAME).returncode == 0
 
 
-def test_cluster_env_points_a_shell_at_the_cluster(local_cluster: Cluster) -> None:
+def test_cluster_env_points_a_shell_at_the_cluster(local_cluster: Cluster, tmp_path: Path) -> None:
     """`eval "$(vidup cluster env)"` gives kubectl, helm and the ingress URL, as the README says."""
     exported = subprocess.run([sys.executable, "-m", "vidup.cli", "cluster", "env", "--run-dir",
                                str(local_cluster.run_dir)], capture_output=True, text=True, timeout=60, check=True)
     shell = f'{exported.stdout}\nkubectl get node -o name && helm version --short && echo "URL=$VIDUP_INGRESS_URL"'
     out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60,
-                         env={"PATH": "/usr/bin:/bin"}, check=True).stdout
+                         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}, check=True).stdout
     assert f"node/{NODE_NAME}" in out
     assert "\nv4." in out  # helm version --short
     assert f"URL={local_cluster.ingress_url}" in out
