@@ -9,7 +9,8 @@ import sys
 
 from cluster_support import HostSnapshot
 
-from vidup.localcluster.cluster import Cluster, cluster_processes, mounts_under
+from vidup.localcluster.cluster import Cluster, cluster_processes
+from vidup.localstack.docker_engine import mounts_under
 
 
 def test_down_twice_leaves_nothing_behind(local_cluster: Cluster, host_before_cluster: HostSnapshot) -> None:

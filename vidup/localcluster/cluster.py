@@ -31,7 +31,7 @@ from vidup.localcluster import addons, hostnet, images, node, runtime
 from vidup.localcluster.provisioner import PROVISIONER
 from vidup.localstack import binaries
 from vidup.localstack.controlplane import NODE_NAME, ControlPlane
-from vidup.localstack.docker_engine import DockerEngine
+from vidup.localstack.docker_engine import DockerEngine, mounts_under
 from vidup.localstack.processes import ManagedProcess, free_port, kill_group, pid_alive, wait_until
 
 STATE_FILE = "cluster.json"
@@ -238,14 +238,6 @@ def _ancestors() -> set[int]:
         except (OSError, ValueError, IndexError):
             break
     return pids
-
-
-def mounts_under(directory: Path) -> list[str]:
-    """Mount points inside ``directory``, deepest first."""
-    prefix = str(directory.resolve()) + "/"
-    with open("/proc/mounts") as table:
-        points = [line.split()[1] for line in table if line.split()[1].startswith(prefix)]
-    return sorted(set(points), key=len, reverse=True)
 
 
 def down(run_dir: Path) -> None:

@@ -111,7 +111,7 @@ class DockerEngine:
         if self.process is not None:
             self.process.stop(grace=20)
         # dockerd leaves its network-namespace bind mounts behind under the exec root.
-        for mount in _mounts_under(self.run_dir):
+        for mount in mounts_under(self.run_dir):
             subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
 
 
@@ -129,9 +129,9 @@ def _copy_host_trust(rootfs: Path) -> None:
         (rootfs / "etc" / "pip.conf").write_text(f"[global]\ncert = {HOST_CA_BUNDLE}\n")
 
 
-def _mounts_under(directory: Path) -> list[str]:
-    """Mount points inside ``directory``, deepest first."""
+def mounts_under(directory: Path) -> list[str]:
+    """Mount points inside ``directory``, deepest first (each once, however often it is stacked)."""
     prefix = str(directory.resolve()) + "/"
     with open("/proc/mounts") as mounts:
         points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
-    return sorted(points, key=len, reverse=True)
+    return sorted(set(points), key=len, reverse=True)
