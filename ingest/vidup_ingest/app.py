@@ -1,9 +1,10 @@
 """The Flask app factory: wires storage, locks, auth, rate limits and the handover into
 ``app.extensions`` and registers the blueprints.
 
-Extending: another module adds its own blueprint (the status API lives in
-``vidup_ingest.videos_api`` and exposes ``blueprint``; it is registered here when present) and
-reuses ``vidup_ingest.auth.require_tenant`` / ``check_owner`` for the same 401/403 rules, and
+One sub-package per concern, each with its own blueprint: ``tus`` (the upload protocol),
+``gateway`` (auth, CORS, rate limits, browser tokens), ``videos`` (status API, live progress, HLS)
+and ``webapp`` (the browser page). Blueprints use ``vidup_ingest.gateway.auth.require_tenant`` /
+``check_owner`` for the same 401/403 rules, and
 ``current_app.extensions["vidup_ratelimits"].check_request(tenant)`` for the same limits.
 Raise :class:`vidup_ingest.errors.TusError` for any client error; it becomes a plain-text answer.
 """
@@ -12,8 +13,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import importlib
-import importlib.util
 import logging
 from typing import Any
 
@@ -23,21 +22,21 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from vidup.settings import Settings
-from vidup_ingest import api_routes, cors, tus_routes
-from vidup_ingest.auth import Authenticator
-from vidup_ingest.cleanup import Sweeper
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
-from vidup_ingest.handover import Handover
-from vidup_ingest.headers import TUS_VERSION
-from vidup_ingest.locks import LockManager
-from vidup_ingest.ratelimit import RateLimits
-from vidup_ingest.storage import LocalStorage
-from vidup_ingest.uploads import Uploads
+from vidup_ingest.gateway import cors, tokens
+from vidup_ingest.gateway.auth import Authenticator
+from vidup_ingest.gateway.ratelimit import RateLimits
+from vidup_ingest.tus import routes as tus_routes
+from vidup_ingest.tus.cleanup import Sweeper
+from vidup_ingest.tus.handover import Handover
+from vidup_ingest.tus.headers import TUS_VERSION
+from vidup_ingest.tus.locks import LockManager
+from vidup_ingest.tus.storage import LocalStorage
+from vidup_ingest.tus.uploads import Uploads
+from vidup_ingest.videos import routes as videos_routes
 
 log = logging.getLogger(__name__)
-
-OPTIONAL_BLUEPRINT_MODULES = ("vidup_ingest.videos_api",)
 
 
 class MethodOverride:
@@ -140,10 +139,8 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
         return _plain(200, "ok")
 
     app.register_blueprint(tus_routes.bp)
-    app.register_blueprint(api_routes.bp)
-    for name in OPTIONAL_BLUEPRINT_MODULES:
-        if importlib.util.find_spec(name) is not None:
-            app.register_blueprint(importlib.import_module(name).blueprint)
+    app.register_blueprint(tokens.bp)
+    app.register_blueprint(videos_routes.blueprint)
 
     if start_background:
         # One sweeper per shared volume: the key names the storage so unrelated stacks on one Redis

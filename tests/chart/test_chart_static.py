@@ -31,7 +31,7 @@ OPERATOR_RULES = [
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 #: The ingest creates one VideoTranscode per upload (handover.py) and gets, lists and watches them
-#: for the status API (videos_kube.py); nothing else.
+#: for the status API (videos/store.py); nothing else.
 INGEST_RULES = [
     {"apiGroups": ["vidup.io"], "resources": ["videotranscodes"], "verbs": ["create", "get", "list", "watch"]},
 ]

@@ -6,7 +6,7 @@ import uuid
 
 import redis
 
-from vidup_ingest.locks import LockManager
+from vidup_ingest.tus.locks import LockManager
 
 
 def _manager(redis_url: str) -> LockManager:

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from vidup_ingest.errors import TusError
-from vidup_ingest.headers import (
+from vidup_ingest.tus.headers import (
     MAX_INT,
     Concat,
     is_offset_stream,
@@ -24,8 +24,8 @@ from vidup_ingest.headers import (
     tus_resumable_ok,
     upload_id_from_url,
 )
-from vidup_ingest.metadata import encode_metadata, parse_metadata, parse_renditions, video_options
-from vidup_ingest.protocol import UploadInfo, check_creation_length, concat_final_id, plan_patch
+from vidup_ingest.tus.metadata import encode_metadata, parse_metadata, parse_renditions, video_options
+from vidup_ingest.tus.protocol import UploadInfo, check_creation_length, concat_final_id, plan_patch
 
 ID = "0123456789abcdef0123456789abcdef"
 

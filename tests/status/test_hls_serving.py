@@ -14,7 +14,7 @@ import pytest
 import requests
 from status_support import StatusIngest, completed_status
 
-from vidup_ingest import playback_tokens
+from vidup_ingest.videos import playback_tokens
 
 MASTER = (
     "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n"

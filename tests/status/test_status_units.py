@@ -12,8 +12,8 @@ import pytest
 
 from vidup.resource import Phase
 from vidup.upload_client import FileFingerprint, JsonUrlStorage, ProgressBar, Target
-from vidup_ingest import playback_tokens
-from vidup_ingest.videos_status import STATUS_BY_PHASE, VideoUrls, output_relative, status_document
+from vidup_ingest.videos import playback_tokens
+from vidup_ingest.videos.status import STATUS_BY_PHASE, VideoUrls, output_relative, status_document
 
 URLS = VideoUrls(self_url="https://x/videos/v1", events_url="wss://x/videos/v1/events?token=t",
                  hls_base="https://x/videos/v1/hls/t/")

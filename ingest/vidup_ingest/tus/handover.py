@@ -12,7 +12,7 @@ from typing import Any
 
 from vidup.resource import GROUP, PLURAL, RENDITION_HEIGHTS, VERSION, VideoSpec, VideoTranscodeObject
 from vidup_ingest.kube_client import custom_objects_api
-from vidup_ingest.protocol import UploadInfo
+from vidup_ingest.tus.protocol import UploadInfo
 
 log = logging.getLogger(__name__)
 

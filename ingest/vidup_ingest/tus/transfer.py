@@ -15,9 +15,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from vidup_ingest.bodyreader import BodyReader, ClientGone, SplicingBody
-from vidup_ingest.headers import Checksum
-from vidup_ingest.storage import FileWriter, UploadWriter
+from vidup_ingest.tus.bodyreader import BodyReader, ClientGone, SplicingBody
+from vidup_ingest.tus.headers import Checksum
+from vidup_ingest.tus.storage import FileWriter, UploadWriter
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from vidup_ingest.errors import TusError
-from vidup_ingest.headers import CHECKSUM_DIGEST_SIZES, TUS_VERSION
+from vidup_ingest.tus.headers import CHECKSUM_DIGEST_SIZES, TUS_VERSION
 
 #: Exactly what this server implements, in the order of the spec.
 TUS_EXTENSIONS: tuple[str, ...] = (

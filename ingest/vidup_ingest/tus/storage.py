@@ -38,8 +38,8 @@ from typing import Protocol, runtime_checkable
 
 from vidup.storage_layout import UPLOADS, resolve, upload_relpath
 from vidup_ingest.config import FsyncPolicy
-from vidup_ingest.headers import is_upload_id
-from vidup_ingest.protocol import UploadInfo
+from vidup_ingest.tus.headers import is_upload_id
+from vidup_ingest.tus.protocol import UploadInfo
 
 INFO_SUFFIX = ".info"
 OFFSET_SUFFIX = ".offset"

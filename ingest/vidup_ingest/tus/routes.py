@@ -15,9 +15,10 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
-from vidup_ingest.auth import require_tenant
 from vidup_ingest.errors import TusError
-from vidup_ingest.headers import (
+from vidup_ingest.gateway.auth import require_tenant
+from vidup_ingest.gateway.ratelimit import RateLimits
+from vidup_ingest.tus.headers import (
     TUS_VERSION,
     http_date,
     is_offset_stream,
@@ -30,9 +31,8 @@ from vidup_ingest.headers import (
     parse_upload_offset,
     tus_resumable_ok,
 )
-from vidup_ingest.protocol import UploadInfo, tus_capabilities
-from vidup_ingest.ratelimit import RateLimits
-from vidup_ingest.uploads import Body, Uploads
+from vidup_ingest.tus.protocol import UploadInfo, tus_capabilities
+from vidup_ingest.tus.uploads import Body, Uploads
 
 bp = Blueprint("tus", __name__, url_prefix="/files")
 

@@ -14,8 +14,8 @@ import time
 import redis
 
 from vidup_ingest.errors import TusError
-from vidup_ingest.protocol import UploadInfo
-from vidup_ingest.uploads import Uploads
+from vidup_ingest.tus.protocol import UploadInfo
+from vidup_ingest.tus.uploads import Uploads
 
 log = logging.getLogger(__name__)
 

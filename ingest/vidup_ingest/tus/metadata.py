@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from vidup.resource import RENDITION_HEIGHTS
 from vidup_ingest.errors import TusError
-from vidup_ingest.headers import strict_b64decode
+from vidup_ingest.tus.headers import strict_b64decode
 
 _KEY = re.compile(r"[\x21-\x2b\x2d-\x7e]+")  # visible ASCII except ',' (0x2c); no spaces
 MAX_METADATA_BYTES = 4096

@@ -13,16 +13,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from vidup_ingest.bodyreader import open_body
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
-from vidup_ingest.handover import Handover
-from vidup_ingest.headers import Checksum, Concat
-from vidup_ingest.locks import HeldLock, LockManager
-from vidup_ingest.metadata import parse_metadata, video_options
-from vidup_ingest.protocol import PatchPlan, UploadInfo, check_creation_length, concat_final_id, plan_patch
-from vidup_ingest.storage import Storage
-from vidup_ingest.transfer import receive
+from vidup_ingest.tus.bodyreader import open_body
+from vidup_ingest.tus.handover import Handover
+from vidup_ingest.tus.headers import Checksum, Concat
+from vidup_ingest.tus.locks import HeldLock, LockManager
+from vidup_ingest.tus.metadata import parse_metadata, video_options
+from vidup_ingest.tus.protocol import PatchPlan, UploadInfo, check_creation_length, concat_final_id, plan_patch
+from vidup_ingest.tus.storage import Storage
+from vidup_ingest.tus.transfer import receive
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ class Uploads:
 
     def _create_final(self, tenant: str, concat: Concat, metadata_raw: str, options: Any,
                       upload_url: Callable[[str], str], now: float) -> tuple[UploadInfo, bool]:
-        from vidup_ingest.headers import upload_id_from_url
+        from vidup_ingest.tus.headers import upload_id_from_url
 
         ids = [upload_id_from_url(u, "/files/") for u in concat.urls]
         if len(set(ids)) != len(ids):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from vidup_ingest.auth import Authenticator, require_principal
 from vidup_ingest.errors import TusError
-from vidup_ingest.ratelimit import RateLimits
+from vidup_ingest.gateway.auth import Authenticator, require_principal
+from vidup_ingest.gateway.ratelimit import RateLimits
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 

@@ -4,7 +4,7 @@ Why a token in the *path*: HLS players fetch every playlist and segment themselv
 add an ``Authorization`` header to each request, and relative URIs inside a playlist drop the
 query string. ``/videos/<id>/hls/<token>/master.m3u8`` keeps the token in every relative URI.
 
-Why not the ingest's upload tokens (``vidup_ingest.auth``): those carry a random nonce and a JSON
+Why not the ingest's upload tokens (``vidup_ingest.gateway.auth``): those carry a random nonce and a JSON
 payload. A playback URL should be short and *stable* for a while — the same URL for every status
 poll lets players and caches reuse segments and keeps status documents comparable — so the
 expiry is rounded up to a window and the token is ``<expiry>.<HMAC>``. It uses the same

@@ -1,11 +1,11 @@
 """The status API, HLS serving and live progress, all read from VideoTranscode resources.
 
-Routes (tenant-scoped with the upload API's auth, ``vidup_ingest.auth``: 401 without credentials,
+Routes (tenant-scoped with the upload API's auth, ``vidup_ingest.gateway.auth``: 401 without credentials,
 403 for another tenant's video, 404 for an unknown one):
 
 * ``GET /videos?limit=N&continue=T`` — the caller's videos, one page at a time (Kubernetes
   ``limit``/``continue`` on the tenant label); ``continue`` is null on the last page.
-* ``GET /videos/<id>`` — the status document (:mod:`vidup_ingest.videos_status`).
+* ``GET /videos/<id>`` — the status document (:mod:`vidup_ingest.videos.status`).
 * ``GET /videos/<id>/events`` — a WebSocket sending the status document on every change of the
   resource until it is COMPLETED or FAILED, then closing (1000). Without an ``Upgrade`` header
   the same URL answers Server-Sent Events (``data: <document>``) for clients without WebSockets.
@@ -13,7 +13,7 @@ Routes (tenant-scoped with the upload API's auth, ``vidup_ingest.auth``: 401 wit
   the ``events_url`` of the status document (it carries the video's playback token) or anything
   valid as ``Authorization: Bearer``.
 * ``GET /videos/<id>/hls/<playback token>/<file>`` — the HLS output (playlists, segments, the
-  poster) with range requests and CORS. The token in the path (:mod:`vidup_ingest.playback_tokens`)
+  poster) with range requests and CORS. The token in the path (:mod:`vidup_ingest.videos.playback_tokens`)
   is the only credential, so a player needs no headers; the document's ``master_playlist_url`` is
   such a URL, absolute, built from the request (``X-Forwarded-Proto/Host/Prefix`` honoured).
 """
@@ -34,12 +34,12 @@ from werkzeug.security import safe_join
 from vidup import storage_layout
 from vidup.resource import is_valid_name
 from vidup.settings import Settings
-from vidup_ingest import playback_tokens
-from vidup_ingest.auth import check_owner, require_tenant
 from vidup_ingest.errors import TusError
-from vidup_ingest.ratelimit import RateLimits
-from vidup_ingest.videos_kube import VideoStore, WatchExpired
-from vidup_ingest.videos_status import TERMINAL_STATUSES, VideoUrls, list_document, status_document, tenant_of
+from vidup_ingest.gateway.auth import check_owner, require_tenant
+from vidup_ingest.gateway.ratelimit import RateLimits
+from vidup_ingest.videos import playback_tokens
+from vidup_ingest.videos.status import TERMINAL_STATUSES, VideoUrls, list_document, status_document, tenant_of
+from vidup_ingest.videos.store import VideoStore, WatchExpired
 
 log = logging.getLogger(__name__)
 
