@@ -15,6 +15,37 @@ from kubernetes import client
 
 from vidup.localstack.stack import Stack
 from vidup.resource import GROUP, PLURAL, VERSION
+from vidup_ingest.errors import TusError
+from vidup_ingest.gateway.auth import parse_scopes, token_allows
+
+
+@pytest.mark.parametrize(("scopes", "method", "path", "allowed"), [
+    (("upload",), "POST", "/files/", True),
+    (("upload",), "PATCH", "/files/abc", True),
+    (("upload",), "POST", "/files", True),
+    (("upload",), "GET", "/videos", False),
+    (("upload",), "POST", "/api/uploads", False),
+    (("read",), "GET", "/videos", True),
+    (("read",), "GET", "/videos/abc/events", True),
+    (("read",), "HEAD", "/videos/abc", True),
+    (("read",), "DELETE", "/videos/abc", False),
+    (("read",), "POST", "/files/", False),
+    (("read",), "GET", "/videosx", False),
+    (("upload", "read"), "GET", "/videos/abc", True),
+    (("upload", "read"), "POST", "/api/uploads", False),
+    (("nonsense",), "GET", "/videos", False),
+])
+def test_token_scopes(scopes: tuple[str, ...], method: str, path: str, allowed: bool) -> None:
+    assert token_allows(scopes, method, path) is allowed
+
+
+def test_parse_scopes() -> None:
+    assert parse_scopes(None) == ("upload",)
+    assert parse_scopes(["read", "upload", "read"]) == ("upload", "read")
+    for bad in ([], "read", ["admin"], [1]):
+        with pytest.raises(TusError) as err:
+            parse_scopes(bad)
+        assert err.value.status == 400
 
 
 def test_missing_or_bad_credentials_are_401(ingest: Ingest) -> None:

@@ -133,14 +133,51 @@ def test_unknown_video_is_404(status_ingest: StatusIngest) -> None:
     assert get(status_ingest, "Not_A-Name").status_code == 404
 
 
-def test_an_upload_token_does_not_read_status(status_ingest: StatusIngest) -> None:
-    """Browser upload tokens are bound to /files/: they can't be used to read the video API."""
-    r = requests.post(f"{status_ingest.url}/api/uploads", headers=status_ingest.headers(), timeout=30)
+def browser_token(ingest: StatusIngest, scope: list[str] | None = None, alias: str = "acme") -> str:
+    body = {"json": {"scope": scope}} if scope is not None else {}
+    r = requests.post(f"{ingest.url}/api/uploads", headers=ingest.headers(alias), timeout=30, **body)
     assert r.status_code == 200, r.text
+    assert r.json()["scope"] == (scope or ["upload"])
+    return str(r.json()["token"])
+
+
+def test_an_upload_token_does_not_read_status(status_ingest: StatusIngest) -> None:
+    """Browser tokens default to the upload scope: they can't be used to read the video API."""
+    token = browser_token(status_ingest)
     video_id = status_ingest.create_video()
     r = requests.get(f"{status_ingest.url}/videos/{video_id}",
-                     headers={"Authorization": f"Bearer {r.json()['token']}"}, timeout=30)
+                     headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    assert r.status_code == 403 and "upload" in r.text
+
+
+def test_a_read_scoped_token_reads_only_its_tenants_videos(status_ingest: StatusIngest) -> None:
+    """What the web app holds: upload + read. It lists and reads its tenant's videos, follows their
+    events, and is refused on another tenant's video, on minting tokens and on unknown scopes."""
+    token = browser_token(status_ingest, ["upload", "read"])
+    bearer = {"Authorization": f"Bearer {token}"}
+    mine = status_ingest.create_video(filename="mine.mp4")
+    theirs = status_ingest.create_video("globex")
+    r = requests.get(f"{status_ingest.url}/videos/{mine}", headers=bearer, timeout=30)
+    assert r.status_code == 200 and r.json()["filename"] == "mine.mp4"
+    assert requests.get(f"{status_ingest.url}/videos/{theirs}", headers=bearer, timeout=30).status_code == 403
+    listed = requests.get(f"{status_ingest.url}/videos?limit=500", headers=bearer, timeout=30).json()["items"]
+    assert mine in {d["id"] for d in listed} and theirs not in {d["id"] for d in listed}
+    with requests.get(f"{status_ingest.url}/videos/{mine}/events", params={"token": token}, stream=True,
+                      timeout=30) as events:
+        assert events.status_code == 200
+        first = next(events.iter_lines(decode_unicode=True, delimiter="\n\n"))
+        assert f'"id": "{mine}"' in first
+    assert requests.post(f"{status_ingest.url}/api/uploads", headers=bearer, timeout=30).status_code == 403
+    read_only = {"Authorization": f"Bearer {browser_token(status_ingest, ['read'])}"}
+    r = requests.post(f"{status_ingest.url}/files/", timeout=30,
+                      headers={**read_only, "Tus-Resumable": "1.0.0", "Upload-Length": "1"})
     assert r.status_code == 403
+    for bad in ({"scope": ["admin"]}, {"scope": "read"}, {"scope": []}):
+        r = requests.post(f"{status_ingest.url}/api/uploads", headers=status_ingest.headers(), json=bad, timeout=30)
+        assert r.status_code == 400, (bad, r.text)
+    r = requests.post(f"{status_ingest.url}/api/uploads", timeout=30,
+                      headers={**status_ingest.headers(), "Content-Type": "application/json"}, data=b"[not json")
+    assert r.status_code == 400
 
 
 # -- listing -----------------------------------------------------------------------------------

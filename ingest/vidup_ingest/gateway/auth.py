@@ -3,8 +3,10 @@
 API keys (server-to-server) are looked up by SHA-256 digest in the keys file, re-read when it
 changes (a rotated Kubernetes Secret). Upload tokens (browsers) are minted by ``POST /api/uploads``
 with a key: ``vut1.<base64url payload>.<base64url HMAC-SHA256>``, the payload naming the tenant,
-the endpoint the token may be used on, and its expiry. They let a browser upload without ever
-holding the key. :func:`require_principal` is what every blueprint (the status API too) calls.
+the scopes the token carries and its expiry. They let a browser upload without ever holding the key.
+Scopes are least privilege: ``upload`` (the tus endpoint, the default) and ``read`` (GET on the
+tenant's own videos, what the web app needs to list and follow them); a token never mints tokens.
+:func:`require_principal` is what every blueprint (the status API too) calls.
 """
 
 from __future__ import annotations
@@ -28,13 +30,42 @@ TOKEN_PREFIX = "vut1"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="vidup"'}
 
 
+#: What each token scope lets a browser do: (path prefix, methods); None means every method.
+SCOPES: dict[str, tuple[str, frozenset[str] | None]] = {
+    "upload": ("/files/", None),
+    "read": ("/videos/", frozenset({"GET", "HEAD"})),
+}
+DEFAULT_SCOPES = ("upload",)
+
+
 @dataclass(frozen=True)
 class Principal:
     tenant: str
     #: "key" for an API key, "token" for a signed upload token.
     kind: str
-    #: For tokens: the path prefix the token is valid on (e.g. "/files/").
-    endpoint: str = ""
+    #: For tokens: the scopes it carries (keys of :data:`SCOPES`).
+    scopes: tuple[str, ...] = ()
+
+
+def token_allows(scopes: tuple[str, ...], method: str, path: str) -> bool:
+    """Whether a token with ``scopes`` may make this request (pure, so the rule is unit-tested)."""
+    for scope in scopes:
+        prefix, methods = SCOPES.get(scope, ("", frozenset()))
+        if prefix and (path + "/").startswith(prefix) and (methods is None or method in methods):
+            return True
+    return False
+
+
+def parse_scopes(requested: object) -> tuple[str, ...]:
+    """The scopes a ``POST /api/uploads`` body asks for: a list of known names (400 otherwise)."""
+    if requested is None:
+        return DEFAULT_SCOPES
+    if not isinstance(requested, list) or not requested or not all(isinstance(x, str) for x in requested):
+        raise TusError(400, f"scope must be a non-empty list of: {', '.join(SCOPES)}")
+    unknown = sorted(set(requested) - set(SCOPES))
+    if unknown:
+        raise TusError(400, f"unknown scope {', '.join(unknown)}; known: {', '.join(SCOPES)}")
+    return tuple(name for name in SCOPES if name in requested)
 
 
 def _b64(data: bytes) -> str:
@@ -86,12 +117,13 @@ class Authenticator:
             raise TusError(401, "unknown API key", _CHALLENGE)
         return Principal(tenant=tenant, kind="key")
 
-    def issue_token(self, tenant: str, endpoint: str, now: float | None = None) -> tuple[str, int]:
-        """A signed token for ``tenant`` valid on ``endpoint`` until the returned expiry."""
+    def issue_token(self, tenant: str, scopes: tuple[str, ...] = DEFAULT_SCOPES,
+                    now: float | None = None) -> tuple[str, int]:
+        """A signed token for ``tenant`` carrying ``scopes`` until the returned expiry."""
         if not self.secret:
             raise TusError(503, "upload tokens are not configured (VIDUP_TOKEN_SECRET is empty)")
         expires = int((now if now is not None else time.time()) + self.token_ttl)
-        payload = json.dumps({"t": tenant, "a": endpoint, "e": expires, "n": secrets.token_hex(8)},
+        payload = json.dumps({"t": tenant, "s": list(scopes), "e": expires, "n": secrets.token_hex(8)},
                              separators=(",", ":")).encode()
         body = f"{TOKEN_PREFIX}.{_b64(payload)}"
         return f"{body}.{_b64(self._sign(body))}", expires
@@ -109,28 +141,30 @@ class Authenticator:
         try:
             signature = _unb64(parts[2])
             payload = json.loads(_unb64(parts[1]))
-            tenant, endpoint, expires = str(payload["t"]), str(payload["a"]), int(payload["e"])
+            tenant, expires = str(payload["t"]), int(payload["e"])
+            scopes = tuple(str(x) for x in payload["s"])
         except (ValueError, KeyError, TypeError):
             raise TusError(401, "malformed upload token", _CHALLENGE) from None
         if not hmac.compare_digest(signature, self._sign(body)):
             raise TusError(401, "invalid upload token signature", _CHALLENGE)
         if expires < time.time():
             raise TusError(401, "upload token expired", _CHALLENGE)
-        return Principal(tenant=tenant, kind="token", endpoint=endpoint)
+        return Principal(tenant=tenant, kind="token", scopes=scopes)
 
 
 def require_principal() -> Principal:
     """The caller of the current request, or TusError(401/403). Cached on ``flask.g``.
 
-    Tokens are bound to an endpoint: using one anywhere else (say, to mint more tokens) is a 403.
+    Tokens are bound to their scopes: using one anywhere else (say, to mint more tokens) is a 403.
     """
     cached = getattr(g, "vidup_principal", None)
     if cached is not None:
         return cached
     auth: Authenticator = current_app.extensions["vidup_auth"]
     principal = auth.authenticate(request.headers.get("Authorization"))
-    if principal.kind == "token" and not (request.path + "/").startswith(principal.endpoint):
-        raise TusError(403, f"this upload token is only valid on {principal.endpoint}")
+    if principal.kind == "token" and not token_allows(principal.scopes, request.method, request.path):
+        raise TusError(403, f"this token's scopes ({', '.join(principal.scopes)}) do not allow "
+                            f"{request.method} {request.path}")
     g.vidup_principal = principal
     return principal
 
