@@ -5,13 +5,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # The local cluster's node also needs iptables/conntrack (kube-proxy), iproute2 (links) and
-# libseccomp-dev + pkg-config (runc is built with seccomp).
-APT_PACKAGES := ffmpeg redis-server docker.io debootstrap iptables conntrack iproute2 libseccomp-dev pkg-config
+# libseccomp-dev + pkg-config (runc is built with seccomp). The web app's tests drive Debian's
+# chromium (Playwright is pointed at /usr/bin/chromium; its own browser downloads cannot work here).
+APT_PACKAGES := ffmpeg redis-server docker.io debootstrap iptables conntrack iproute2 libseccomp-dev pkg-config \
+	chromium fonts-liberation
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install apt-packages python-env js-clients controlplane node lint test demo clean
+.PHONY: install apt-packages python-env js-clients webapp controlplane node lint test demo clean
 
-install: apt-packages python-env js-clients controlplane node
+install: apt-packages python-env js-clients webapp controlplane node
 
 apt-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -35,6 +37,16 @@ tests/ingest/js/node_modules/.installed: tests/ingest/js/package-lock.json
 	npm ci --prefix tests/ingest/js --no-audit --no-fund
 	touch $@
 
+# The web app the ingest serves at / : bundled from ingest/webapp (npm, pinned by its lockfile) into
+# the ingest package. The ingest image runs the same build in a build stage.
+WEBAPP := ingest/webapp
+WEBAPP_OUT := ingest/vidup_ingest/webapp/static
+webapp: $(WEBAPP_OUT)/index.html
+
+$(WEBAPP_OUT)/index.html: $(WEBAPP)/package-lock.json $(WEBAPP)/build.mjs $(wildcard $(WEBAPP)/src/*)
+	npm ci --prefix $(WEBAPP) --no-audit --no-fund
+	npm run --prefix $(WEBAPP) build
+
 # etcd, kube-apiserver, kubectl and helm, built from the Go module proxy once per machine (cached).
 controlplane: python-env
 	$(BIN)/vidup build
@@ -51,7 +63,7 @@ lint: python-env
 test: install lint
 	$(BIN)/pytest
 
-demo: apt-packages python-env controlplane
+demo: apt-packages python-env webapp controlplane
 	$(BIN)/python -m vidup.demo
 
 clean:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from vidup.localstack.redis_server import RedisServer
 from vidup.localstack.stack import Stack
@@ -39,3 +41,24 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(tmp_path_factory.mktemp("stack"), components=()).start()
     yield stack
     stack.stop()
+
+
+#: Debian's chromium: Playwright drives the system browser (its own downloads cannot work here).
+CHROMIUM = Path(os.environ.get("VIDUP_CHROMIUM", "/usr/bin/chromium"))
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """Headless Chromium for the web app's tests (autoplay allowed, as after a click)."""
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs Debian's chromium")
+    b = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                   args=["--autoplay-policy=no-user-gesture-required"])
+    yield b
+    b.close()

@@ -40,7 +40,11 @@ def cmd_up(args: argparse.Namespace) -> int:
     for key, value in stack.user_env().items():
         shown = value if key != "VIDUP_TOKEN" else value[:8] + "…"
         print(f"  {key}={shown}", file=sys.stderr)
-    print('  point your shell at it: eval "$(vidup env)"', file=sys.stderr, flush=True)
+    print('  point your shell at it: eval "$(vidup env)"', file=sys.stderr)
+    if stack.url:
+        print(f"  in a browser: open {stack.url}/ and paste the API key ($VIDUP_TOKEN after eval)",
+              file=sys.stderr)
+    sys.stderr.flush()
     if args.detach:
         return 0
     stopping = False

@@ -35,6 +35,7 @@ from vidup_ingest.tus.locks import LockManager
 from vidup_ingest.tus.storage import LocalStorage
 from vidup_ingest.tus.uploads import Uploads
 from vidup_ingest.videos import routes as videos_routes
+from vidup_ingest.webapp import routes as webapp_routes
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,7 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
     app.register_blueprint(tus_routes.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(videos_routes.blueprint)
+    app.register_blueprint(webapp_routes.blueprint)
 
     if start_background:
         # One sweeper per shared volume: the key names the storage so unrelated stacks on one Redis

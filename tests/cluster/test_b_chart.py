@@ -1,13 +1,14 @@
 """`helm install vidup charts/vidup` on the real local cluster, with default values: every pod
-Ready, an upload through the ingress becomes HLS served through the ingress, `helm test` passes,
-least privilege holds, workers scale, faults (a worker pod force-deleted mid-transcode, the
-leading operator deleted, an upgrade mid-transcode) lose no video, and uninstall removes what the
-chart made."""
+Ready, an upload through the ingress becomes HLS served through the ingress, the web app uploads
+and plays through the ingress in Chromium, `helm test` passes, least privilege holds, workers
+scale, faults (a worker pod force-deleted mid-transcode, the leading operator deleted, an upgrade
+mid-transcode) lose no video, and uninstall removes what the chart made."""
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import pytest
 import requests
 import yaml
 from cluster_support import kubectl, wait_for
+from playwright.sync_api import Browser, expect
 
 from vidup.localcluster.cluster import Cluster
 from vidup.localstack import binaries
@@ -137,6 +139,29 @@ def test_upload_through_the_ingress_becomes_hls_served_through_the_ingress(
     assert body.status_code == 200 and body.content[:1] == b"\x47"  # an MPEG-TS sync byte
     listed = kubectl(local_cluster, "-n", NS, "get", "videotranscodes").stdout
     assert doc["id"] in listed and "Completed" in listed
+
+
+def test_the_web_app_through_the_ingress_uploads_follows_and_plays(
+    local_cluster: Cluster, release: str, browser: Browser, tmp_path: Path
+) -> None:
+    """A person at the ingress in Chromium: the page, its tus upload, live status over the
+    WebSocket through Traefik, and hls.js playback, all through the ingress."""
+    video = make_video(tmp_path / "from-the-browser.mp4", 4)
+    context = browser.new_context()
+    page = context.new_page()
+    try:
+        page.goto(local_cluster.ingress_url + "/")
+        page.get_by_test_id("api-key").fill(release)
+        page.get_by_test_id("sign-in").click()
+        page.get_by_test_id("file-input").set_input_files(video)
+        card = page.locator('[data-testid=video-card][data-filename="from-the-browser.mp4"]').first
+        expect(card.get_by_test_id("video-status")).to_have_text("Completed", timeout=600_000)
+        card.get_by_role("button", name=re.compile("play", re.I)).click()
+        page.wait_for_function("() => document.querySelector('[data-testid=player]').currentTime > 1",
+                               timeout=60_000)
+    finally:
+        context.close()
+    assert "from-the-browser.mp4" in kubectl(local_cluster, "-n", NS, "get", "videotranscodes", "-o", "yaml").stdout
 
 
 def test_helm_test_uploads_and_completes(local_cluster: Cluster, release: str) -> None:
