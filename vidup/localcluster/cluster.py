@@ -31,7 +31,7 @@ from vidup.localcluster import addons, hostnet, images, node, runtime
 from vidup.localcluster.provisioner import PROVISIONER
 from vidup.localstack import binaries
 from vidup.localstack.controlplane import NODE_NAME, ControlPlane
-from vidup.localstack.docker_engine import DockerEngine, mounts_under
+from vidup.localstack.docker_engine import DockerEngine, mounts_under, remove_stale_shim_sockets
 from vidup.localstack.processes import ManagedProcess, free_port, kill_group, pid_alive, wait_until
 
 STATE_FILE = "cluster.json"
@@ -269,7 +269,7 @@ def down(run_dir: Path) -> None:
         subprocess.run([str(tools.kube_proxy), "--cleanup"], capture_output=True, check=False, timeout=60)
     hostnet.teardown(state.get("previous_sysctls"))
     node.remove_cgroup_root()
-    runtime.remove_stale_shim_sockets()
+    remove_stale_shim_sockets()
     if run_dir.exists():
         for child in run_dir.iterdir():
             if child.name != "logs":

@@ -8,9 +8,7 @@ without it every pod sandbox fails to start (runc cannot lower the OOM score).
 
 from __future__ import annotations
 
-import contextlib
 import os
-import socket
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +18,6 @@ from vidup.localstack.binaries import NodeBinaries
 from vidup.localstack.processes import ManagedProcess, wait_until
 
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.2"
-#: The one path containerd 2.x's runc shim does not take from the configuration: its sockets.
-SHIM_SOCKET_DIR = Path("/run/containerd/s")
 NAMESPACE = "k8s.io"
 
 
@@ -141,19 +137,3 @@ def wait_ready(process: ManagedProcess, paths: RuntimePaths, tools: NodeBinaries
 def image_names(paths: RuntimePaths, tools: NodeBinaries) -> set[str]:
     listed = ctr(paths, tools, "images", "list", "--quiet").stdout
     return set(listed.split())
-
-
-def remove_stale_shim_sockets() -> None:
-    """Delete shim sockets nothing listens on any more (the shims are gone), then the directories
-    ``/run/containerd/s`` and ``/run/containerd`` if that left them empty."""
-    if not SHIM_SOCKET_DIR.is_dir():
-        return
-    for path in SHIM_SOCKET_DIR.iterdir():
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
-            try:
-                probe.connect(str(path))
-            except OSError:
-                path.unlink(missing_ok=True)
-    for directory in (SHIM_SOCKET_DIR, SHIM_SOCKET_DIR.parent):
-        with contextlib.suppress(OSError):
-            directory.rmdir()

@@ -11,8 +11,10 @@ so that builds behind a TLS-inspecting egress proxy reach PyPI exactly as the ho
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +27,9 @@ BASE_IMAGE = "debian:bookworm-slim"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 HOST_EXTRA_CAS = Path("/usr/local/share/ca-certificates")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+#: The one path containerd's runc shim does not take from the configuration: its sockets. Both the
+#: Docker engine's containerd and the local cluster's leave them there.
+SHIM_SOCKET_DIR = Path("/run/containerd/s")
 
 
 def debian_mirror() -> str:
@@ -113,6 +118,7 @@ class DockerEngine:
         # dockerd leaves its network-namespace bind mounts behind under the exec root.
         for mount in mounts_under(self.run_dir):
             subprocess.run(["umount", "--lazy", mount], capture_output=True, check=False)
+        remove_stale_shim_sockets()
 
 
 def _copy_host_trust(rootfs: Path) -> None:
@@ -135,3 +141,19 @@ def mounts_under(directory: Path) -> list[str]:
     with open("/proc/mounts") as mounts:
         points = [line.split()[1] for line in mounts if line.split()[1].startswith(prefix)]
     return sorted(set(points), key=len, reverse=True)
+
+
+def remove_stale_shim_sockets() -> None:
+    """Delete shim sockets nothing listens on any more (the shims are gone), then the directories
+    ``/run/containerd/s`` and ``/run/containerd`` if that left them empty."""
+    if not SHIM_SOCKET_DIR.is_dir():
+        return
+    for path in SHIM_SOCKET_DIR.iterdir():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+            except OSError:
+                path.unlink(missing_ok=True)
+    for directory in (SHIM_SOCKET_DIR, SHIM_SOCKET_DIR.parent):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
