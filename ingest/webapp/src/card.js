@@ -17,6 +17,7 @@ export class VideoCard {
     this.progress = 0; // transcode %, never shown going backwards
     this.uploadShown = 0; // bytes, never shown going backwards
     this.fromUpload = false;
+    this.uploadActive = false; // while true, status documents wait (the card says Uploading/Paused)
 
     this.titleEl = h('h3', { className: 'card-title', id: `${uid}-title` });
     this.img = h('img', { className: 'poster', alt: '', width: 320, height: 180, decoding: 'async', loading: 'lazy', hidden: true });
@@ -98,6 +99,7 @@ export class VideoCard {
 
   showUpload(total) {
     this.fromUpload = true;
+    this.uploadActive = true;
     this.size = total;
     this.uploadBlock.hidden = false;
     this.uploadBar.max = Math.max(1, total);
@@ -119,12 +121,13 @@ export class VideoCard {
 
   /** The upload is done: its bar gives way to the processing one (one progress bar per stage). */
   finishUpload() {
+    this.uploadActive = false;
     this.uploadBlock.remove();
   }
 
   /** Apply a status document. Ignores stale ones: progress never goes back, terminal stays. */
   applyDocument(doc) {
-    if (!doc || typeof doc !== 'object') return;
+    if (!doc || typeof doc !== 'object' || this.uploadActive) return;
     const wasTerminal = this.doc && TERMINAL.has(this.doc.status);
     if (wasTerminal && !TERMINAL.has(doc.status)) return;
     this.doc = { ...this.doc, ...doc };

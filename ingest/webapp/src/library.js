@@ -67,13 +67,28 @@ export class VideoList {
     this.updateEmpty();
   }
 
-  /** Follow a just-uploaded video live (WebSocket → SSE → polling). */
-  followUpload(card, videoId) {
-    // A library refresh may have listed the video (the resource exists as the last PATCH is
-    // answered) before the upload heard its answer: the upload's card replaces that one.
+  /**
+   * This upload card is video `videoId`. The server lists a video as soon as its resource exists
+   * (as the last PATCH is answered, before the upload hears the answer), so a card a refresh
+   * made for it meanwhile gives way to the upload's card. Called when the upload URL is known
+   * and again on success (a parallel upload's id is only known then).
+   */
+  claim(videoId, card) {
     const listed = this.cards.get(videoId);
     if (listed && listed !== card) this.#drop(videoId);
+    for (const [id, other] of this.cards) if (other === card && id !== videoId) this.cards.delete(id); // a stale resume URL
     this.cards.set(videoId, card);
+  }
+
+  /** An upload card went away (cancelled). */
+  release(card) {
+    if (card.videoId && this.cards.get(card.videoId) === card) this.#drop(card.videoId);
+    this.updateEmpty();
+  }
+
+  /** Follow a just-uploaded video live (WebSocket → SSE → polling). */
+  followUpload(card, videoId) {
+    this.claim(videoId, card);
     this.#follow(videoId, card, true);
   }
 
@@ -106,8 +121,8 @@ export class VideoList {
         card = new VideoCard({ filename: doc.filename || doc.id, size: doc.size, onPlay: this.onPlay });
         this.cards.set(doc.id, card);
       }
-      card.applyDocument(doc);
-      if (!card.terminal && !this.followers.has(doc.id) && this.followers.size < MAX_POLLED) {
+      card.applyDocument(doc); // ignored while the card's upload is still running
+      if (!card.terminal && !card.uploadActive && !this.followers.has(doc.id) && this.followers.size < MAX_POLLED) {
         this.#follow(doc.id, card, false);
       }
     }

@@ -38,7 +38,8 @@ const uploader = new Uploader(session, {
     if (videoId) list.followUpload(job.card, videoId);
     list.refresh();
   },
-  onRemoved: () => list.updateEmpty(),
+  onUploadUrl: (job, videoId) => list.claim(videoId, job.card),
+  onRemoved: (job) => list.release(job.card),
   onPlay: openPlayer,
 });
 let lastTenant = null;

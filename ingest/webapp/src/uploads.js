@@ -49,7 +49,8 @@ export class Uploader {
   /**
    * @param {import('./api.js').Session} session
    * @param {{ addCard: (card: VideoCard) => void, onUploaded: (job: UploadJob, videoId: string|null) => void,
-   *           onRemoved?: (job: UploadJob) => void, onPlay: (doc: object) => void }} hooks
+   *           onUploadUrl?: (job: UploadJob, videoId: string) => void, onRemoved?: (job: UploadJob) => void,
+   *           onPlay: (doc: object) => void }} hooks
    */
   constructor(session, hooks) {
     this.session = session;
@@ -206,6 +207,7 @@ export class UploadJob {
     if (previous.length) {
       previous.sort((a, b) => String(b.creationTime).localeCompare(String(a.creationTime)));
       upload.resumeFromPreviousUpload(previous[0]);
+      this.knowUrl(previous[0].uploadUrl);
       if (this.firstLaunch) this.noteResume(previous[0]);
     }
     this.firstLaunch = false;
@@ -232,11 +234,23 @@ export class UploadJob {
           this.card.setNote('');
         }
       },
+      onUploadUrlAvailable: () => this.knowUrl(this.upload?.url),
       onShouldRetry: (err, attempt, options) => this.shouldRetry(err, options),
       onProgress: (sent, total) => this.onProgress(sent, total),
       onSuccess: () => this.onSuccess(),
       onError: (err) => this.onError(err),
     };
+  }
+
+  /** A single upload's URL names its video: the card takes that id at once (the server lists
+   * the video while it uploads). A parallel upload's parts have ids of their own; its video id
+   * comes with onSuccess. */
+  knowUrl(url) {
+    const id = this.parallel === 1 && url ? videoIdFromUrl(url) : null;
+    if (id && id !== this.card.videoId) {
+      this.card.setVideoId(id);
+      this.uploader.hooks.onUploadUrl?.(this, id);
+    }
   }
 
   /** tus-js-client's own retry (a part of a parallel upload, or a single upload). */
