@@ -21,6 +21,11 @@ VIDUP_INGEST_CORS_ORIGINS           *        comma list of allowed Origins, or *
 VIDUP_INGEST_PROXY_HOPS             1        trusted proxies for X-Forwarded-Proto/Host/Prefix
 VIDUP_INGEST_SOCKET_READS           1        0 reads bodies through gunicorn's read() instead of
                                              recv_into on the socket (see bodyreader.py)
+VIDUP_INGEST_TERMINATE_FINISHED     1        1: DELETE of a finished upload (tus termination)
+                                             removes its bytes and deletes its VideoTranscode
+                                             (the operator's finalizer cancels the work and
+                                             removes the outputs); 0: finished uploads are
+                                             immutable, DELETE answers 403
 VIDUP_INGEST_LOG_LEVEL              info     gunicorn log level
 =================================== ======== ==============================================
 """
@@ -50,6 +55,7 @@ class IngestConfig:
     cleanup_interval: float = 60.0
     cors_origins: tuple[str, ...] = ("*",)
     proxy_hops: int = 1
+    terminate_finished: bool = True
 
     @classmethod
     def from_env(cls) -> IngestConfig:
@@ -70,4 +76,5 @@ class IngestConfig:
             cleanup_interval=env_float("VIDUP_INGEST_CLEANUP_INTERVAL", d.cleanup_interval),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             proxy_hops=env_int("VIDUP_INGEST_PROXY_HOPS", d.proxy_hops),
+            terminate_finished=env_int("VIDUP_INGEST_TERMINATE_FINISHED", int(d.terminate_finished)) != 0,
         )

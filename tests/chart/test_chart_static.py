@@ -30,10 +30,12 @@ OPERATOR_RULES = [
     {"apiGroups": ["vidup.io"], "resources": ["videotranscodes/status"], "verbs": ["get", "patch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
-#: The ingest creates one VideoTranscode per upload (handover.py) and gets, lists and watches them
-#: for the status API (videos/store.py); nothing else.
+#: The ingest creates one VideoTranscode per upload (tus/handover.py), gets, lists and watches them
+#: for the status API (videos/store.py), and deletes the one of a terminated finished upload
+#: (ingest.terminateFinishedUploads, on by default); nothing else.
 INGEST_RULES = [
-    {"apiGroups": ["vidup.io"], "resources": ["videotranscodes"], "verbs": ["create", "get", "list", "watch"]},
+    {"apiGroups": ["vidup.io"], "resources": ["videotranscodes"],
+     "verbs": ["create", "get", "list", "watch", "delete"]},
 ]
 VIDUP_COMPONENTS = ("ingest", "operator", "worker")
 SCHEMA_ERROR = "values don't meet the specifications of the schema"
@@ -228,6 +230,16 @@ def test_redis_runs_redis_server_itself_as_uid_999_on_its_own_claim() -> None:
     assert sorted(s["spec"].get("clusterIP", "") for s in services) == ["", "None"]
     assert statefulset["spec"]["serviceName"] in [s["metadata"]["name"] for s in services
                                                   if s["spec"].get("clusterIP") == "None"]
+
+
+def test_immutable_finished_uploads_drop_the_delete_verb() -> None:
+    objects = render("ingest.terminateFinishedUploads=false")
+    role = _component(objects, "Role", "ingest")
+    assert role["rules"] == [{**INGEST_RULES[0], "verbs": ["create", "get", "list", "watch"]}]
+    env = _component(objects, "Deployment", "ingest")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "VIDUP_INGEST_TERMINATE_FINISHED", "value": "0"} in env
+    env = _component(render(), "Deployment", "ingest")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "VIDUP_INGEST_TERMINATE_FINISHED", "value": "1"} in env
 
 
 def test_operator_role_is_exactly_the_readme_rules() -> None:

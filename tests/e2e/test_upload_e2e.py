@@ -25,6 +25,7 @@ from tusclient import client as tus_client
 from vidup.localstack import binaries
 from vidup.localstack.stack import Stack
 from vidup.resource import GROUP, PLURAL, VERSION
+from vidup.storage_layout import output_relpath, upload_relpath
 
 pytestmark = pytest.mark.slow
 
@@ -261,3 +262,28 @@ def test_vidup_upload_resumes_an_interrupted_upload(stack: Stack, tmp_path: Path
     assert json.loads((cache / "upload-urls.json").read_text()) == {}, "a finished upload is forgotten"
     assert stack.settings is not None
     assert (stack.settings.storage_dir / doc["path"]).read_bytes() == big.read_bytes()
+
+
+def test_terminating_a_finished_upload_removes_the_video_and_its_hls(stack: Stack, sample: Path) -> None:
+    """tus DELETE of a finished upload: its VideoTranscode goes through the operator's finalizer,
+    which removes the HLS package; the upload's bytes go too."""
+    tus = tus_client.TusClient(f"{stack.url}/files/", headers={"Authorization": f"Bearer {stack.api_key}"})
+    uploader = tus.uploader(str(sample), chunk_size=1 << 20, metadata={"filename": sample.name})
+    uploader.upload()
+    video_id = str(uploader.url).rstrip("/").rsplit("/", 1)[-1]
+    wait_for_phase(stack, video_id, {"Completed"})
+    assert stack.settings is not None
+    outputs = stack.settings.storage_dir / output_relpath(video_id)
+    assert (outputs / "master.m3u8").is_file()
+
+    r = requests.delete(str(uploader.url), headers={"Tus-Resumable": "1.0.0",
+                                                     "Authorization": f"Bearer {stack.api_key}"}, timeout=30)
+    assert r.status_code == 204, r.text
+    deadline = time.monotonic() + 60
+    while video_id in kubectl(stack, "get", "videotranscodes", "-o", "name") or outputs.exists():
+        assert time.monotonic() < deadline, "the video or its outputs outlived the termination"
+        time.sleep(0.5)
+    assert not (stack.settings.storage_dir / upload_relpath(video_id)).exists()
+    gone = requests.get(f"{stack.url}/videos/{video_id}", headers={"Authorization": f"Bearer {stack.api_key}"},
+                        timeout=30)
+    assert gone.status_code == 404

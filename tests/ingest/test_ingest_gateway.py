@@ -187,6 +187,33 @@ def test_every_completion_path_creates_exactly_one_videotranscode(ingest: Ingest
     assert len(names) == len(set(names)) == 4
 
 
+def test_terminating_a_finished_upload_deletes_its_bytes_and_its_video(
+        ingest: Ingest, start_ingest: Any, kube: Stack) -> None:
+    """tus termination covers finished uploads: 204, the bytes go and so does the VideoTranscode
+    (the operator's finalizer then cancels the work and removes the outputs). Operators who want
+    finished uploads immutable set VIDUP_INGEST_TERMINATE_FINISHED=0: 403, and nothing changes."""
+    url = ingest.create(3)
+    assert ingest.patch(url, 0, b"abc").status_code == 204
+    assert _id(url) in _transcodes(kube)
+    assert requests.delete(url, headers=ingest.headers("globex")).status_code == 403
+    assert _id(url) in _transcodes(kube)
+    r = requests.delete(url, headers=ingest.headers())
+    assert r.status_code == 204, r.text
+    assert ingest.head(url).status_code == 404 and not ingest.data_path(url).exists()
+    assert _id(url) not in _transcodes(kube)
+    assert requests.delete(url, headers=ingest.headers()).status_code == 404
+
+    immutable = start_ingest(VIDUP_INGEST_TERMINATE_FINISHED="0")
+    kept = immutable.create(3)
+    assert immutable.patch(kept, 0, b"abc").status_code == 204
+    r = requests.delete(kept, headers=immutable.headers())
+    assert r.status_code == 403 and "immutable" in r.text
+    assert immutable.head(kept).status_code == 200 and immutable.data_path(kept).read_bytes() == b"abc"
+    assert _id(kept) in _transcodes(kube)
+    unfinished = immutable.create(3)
+    assert requests.delete(unfinished, headers=immutable.headers()).status_code == 204
+
+
 @pytest.mark.parametrize("value", ["1080,360", "720,720", "", "abc"])
 def test_bad_renditions_are_400(ingest: Ingest, value: str) -> None:
     meta = f"renditions {base64.b64encode(value.encode()).decode()}" if value else "renditions"

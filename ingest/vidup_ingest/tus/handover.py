@@ -1,8 +1,9 @@
-"""Hand a finished upload to Kubernetes: create its VideoTranscode, exactly once.
+"""Hand a finished upload to Kubernetes: create its VideoTranscode, exactly once, and delete it
+when the finished upload is terminated.
 
 The resource is named after the upload id, so creating it twice is impossible: a second attempt
 (retried final concatenation, a sweep retrying after an API outage) gets 409 AlreadyExists, which
-counts as success.
+counts as success. Deleting one that is already gone (404) counts as success too.
 """
 
 from __future__ import annotations
@@ -49,4 +50,19 @@ class Handover:
             if getattr(exc, "status", None) == 409:
                 return True
             log.warning("could not create VideoTranscode %s (will retry): %s", info.id, exc)
+            return False
+
+    def delete(self, upload_id: str) -> bool:
+        """True once the upload's resource is gone or going (the operator's finalizer cancels its
+        work and removes its outputs); False if the API failed, so the caller keeps the upload."""
+        try:
+            custom_objects_api().delete_namespaced_custom_object(
+                GROUP, VERSION, self.namespace, PLURAL, upload_id, _request_timeout=10,
+            )
+            log.info("deleted VideoTranscode %s (its upload was terminated)", upload_id)
+            return True
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return True
+            log.warning("could not delete VideoTranscode %s: %s", upload_id, exc)
             return False

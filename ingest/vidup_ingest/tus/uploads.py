@@ -275,7 +275,11 @@ class Uploads:
         with self.locked(upload_id):
             info = self.get(upload_id, tenant)
             if info.complete and not info.is_partial:
-                raise TusError(403, "a finished upload belongs to its VideoTranscode; delete that instead")
+                if not self.config.terminate_finished:
+                    raise TusError(403, "finished uploads are immutable here (VIDUP_INGEST_TERMINATE_FINISHED=0)")
+                # The resource goes first: if the API is away the upload stays, whole, for a retry.
+                if not self.handover.delete(upload_id):
+                    raise TusError(503, "could not delete the upload's video; retry shortly", {"Retry-After": "5"})
             self.storage.delete(upload_id)
 
 
