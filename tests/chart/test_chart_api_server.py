@@ -80,7 +80,7 @@ def test_each_service_account_may_do_exactly_what_its_component_needs(api_server
     allowed = {
         "vidup-operator": {("get", vt), ("list", vt), ("watch", vt), ("patch", vt),
                            ("get", f"{vt}/status"), ("patch", f"{vt}/status"), ("create", "events")},
-        "vidup-ingest": {("create", vt), ("get", vt), ("list", vt), ("watch", vt)},
+        "vidup-ingest": {("create", vt), ("get", vt), ("list", vt), ("watch", vt), ("delete", vt)},
         "vidup-worker": set(),
     }
     probes = {("get", vt), ("list", vt), ("watch", vt), ("patch", vt), ("create", vt), ("delete", vt),
