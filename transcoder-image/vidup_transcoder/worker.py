@@ -17,8 +17,10 @@ A thin wrapper around RQ's forking ``Worker`` that adds what a video worker need
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -47,6 +49,8 @@ log = logging.getLogger("vidup_transcoder.worker")
 
 #: How often the drain watcher looks at the deadline (the hand-back happens at most this late).
 DRAIN_POLL_SECONDS = 0.2
+#: How long a stopping worker waits for RQ's scheduler process before killing it.
+SCHEDULER_STOP_SECONDS = 5.0
 
 
 class TranscodeWorker(Worker):
@@ -102,6 +106,22 @@ class TranscodeWorker(Worker):
             finally:
                 queue.release_maintenance_lock()
         self.last_cleaned_at = now()  # type: ignore[assignment]  # RQ annotates it as None
+
+    def stop_scheduler(self) -> None:
+        """RQ's, bounded. RQ SIGTERMs its scheduler process and joins it without a timeout; a stop that
+        comes while the scheduler is still starting (before it installs its own handlers) can be lost
+        in the child, and the worker then never exits (seen in CI: an idle worker stopped right after
+        start hung until killed). Wait a few seconds, then kill it: its Redis locks expire on their own."""
+        process = self.scheduler._process if self.scheduler else None
+        if process is None or not process.pid:
+            return
+        with contextlib.suppress(OSError):
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(SCHEDULER_STOP_SECONDS)
+        if process.is_alive():
+            self.log.warning("the scheduler process %s did not stop; killing it", process.pid)
+            process.kill()
+            process.join()
 
     def setup_work_horse_signals(self) -> None:
         """In the work-horse: die with the worker (Linux), so a SIGKILLed worker takes its encode along."""
