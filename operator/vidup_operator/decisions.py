@@ -5,7 +5,8 @@ with whatever is true *now*; it must return the same answer for the same inputs 
 restart, a duplicate event or a lost Redis never enqueues twice or loses a video:
 
 * the job id is ``job_id_for(uid, generation)``; an enqueue of an id that exists is a no-op;
-* ``attempts`` counts runs that *started* (a job lost from the queue before it ran costs nothing);
+* ``attempts`` counts runs that *started* (a job lost from the queue before it ran costs nothing),
+  each run once, known by its start time (a run that only looked lost for a moment is not new);
 * a raised (transient) failure is retried with exponential backoff until ``max_attempts`` runs;
 * a returned ``failed`` result is a permanent media error: Failed at once;
 * a job that says it runs but whose worker is gone, or a job Redis forgot, is enqueued again.
@@ -54,9 +55,10 @@ class Policy:
     retry_max_seconds: float = 300.0
 
     def delay_after(self, attempts: int) -> float:
-        """Seconds to wait after the ``attempts``-th failed run (base, 2*base, ... capped)."""
+        """Seconds to wait after the ``attempts``-th failed run (base, 2*base, ... capped), at least
+        one: a run is known by its start second (see ``_counted``), so a retry never starts in it."""
         intervals = backoff_intervals(max(1, attempts), self.retry_base_seconds, self.retry_max_seconds)
-        return float(intervals[-1])
+        return max(1.0, float(intervals[-1]))
 
 
 @dataclass(frozen=True)
@@ -172,7 +174,9 @@ def decide(obs: Observation, policy: Policy) -> Decision:
 
     if job.state is JobState.RUNNING:
         if not processing:
-            attempts += 1
+            counted = _counted(status, job)
+            if not counted:
+                attempts += 1
             message = f"attempt {attempts} of {policy.max_attempts} running"
             started = job.started_at or obs.now
             patch = _phase_patch(
@@ -180,13 +184,15 @@ def decide(obs: Observation, policy: Policy) -> Decision:
                 attempts=attempts, progress=max(0, min(99, obs.progress or 0)),
                 startedAt=st.rfc3339(started),
             )
+            if counted:  # the run we already counted, seen as lost for a moment: no new start
+                return Decision(status=patch)
             return Decision(status=patch, events=(Event("Started", f"transcode started ({message})"),))
         current = int(status.get("progress") or 0)
         if obs.progress is not None and min(99, obs.progress) > current:
             return Decision(status={"progress": min(99, obs.progress)})
         return Decision()
 
-    if not processing and not _waiting_to_retry(status, job):
+    if not processing and not _waiting_to_retry(status, job) and not _counted(status, job):
         attempts += 1  # the run started and ended between two looks
     if job.state is JobState.FINISHED:
         return _finished(obs, job, attempts)
@@ -314,6 +320,23 @@ def _give_up(obs: Observation, attempts: int, message: str) -> Decision:
         completedAt=st.rfc3339(obs.job.ended_at or obs.now),
     )
     return Decision(status=patch, events=(Event("Failed", message, "Warning"),))
+
+
+def _counted(status: Mapping[str, Any], job: JobView) -> bool:
+    """Whether the job's run is the one ``attempts`` already counts: the same start time.
+
+    An attempt is a run that started, so a run is counted once however the looks at it go: a
+    running job can look lost for a moment (a heartbeat late on a starved node, a look between two
+    writes of a busy worker) and the status go back to Queued; when the same run shows up again it
+    is that run resumed, not a new attempt. ``startedAt`` has second precision; a new run of the
+    job cannot start in the second the previous one did, because a retry waits at least a second
+    (``Policy.delay_after``) and a requeue follows the detection of a dead worker.
+    """
+    return (
+        job.started_at is not None
+        and int(status.get("attempts") or 0) > 0
+        and status.get("startedAt") == st.rfc3339(job.started_at)
+    )
 
 
 def _waiting_to_retry(status: Mapping[str, Any], job: JobView) -> bool:

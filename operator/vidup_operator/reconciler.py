@@ -161,6 +161,9 @@ class Reconciler:
         if status_patch:
             await self._patch(name, status_patch)
         for event in decision.events:
+            if event.type == "Warning":  # the log says what the operator saw, not only what it did
+                log.warning("%s: %s: %s (job %s seen as %s)", name, event.reason, event.message,
+                            decision.job_id or self.status.get("jobId"), obs.job)
             await asyncio.to_thread(self.runtime.kube.post_event, dict(self.body), event)
 
     async def _patch(self, name: str, patch: dict[str, Any]) -> None:

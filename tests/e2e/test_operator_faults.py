@@ -90,7 +90,8 @@ def test_a_redis_flush_while_queued_is_repaired_by_enqueueing_again(world: World
     world.redis.flushall()
     wait_for(lambda: Job.exists(job_id, connection=world.redis), 30, "the operator to enqueue the job again")
     assert Queue(world.queue, connection=world.redis).get_job_ids() == [job_id]
-    assert "Requeued" in [e["reason"] for e in world.events(name)]
+    # The operator acts job first, then status, then events: the event may trail the job a little.
+    wait_for(lambda: "Requeued" in [e["reason"] for e in world.events(name)], 10, "the Requeued event")
     world.start_worker(1)
     status = world.wait_phase(name, {"Completed", "Failed"}, timeout=120)
     assert status["phase"] == "Completed" and status["attempts"] == 1 and status["jobId"] == job_id
@@ -123,6 +124,6 @@ def test_two_replicas_process_each_video_once_and_the_standby_takes_over_when_th
 
     for name in names + later:
         status = world.status(name)
-        assert status["attempts"] == 1
+        assert status["attempts"] == 1, (name, status, world.events(name))
         assert runs_of(world, status["jobId"]) == 1
         assert [e["reason"] for e in world.events(name)].count("Completed") == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -270,9 +271,40 @@ def test_a_job_lost_while_processing_is_enqueued_again() -> None:
     assert decision.job is JobCommand.REPLACE and decision.status["phase"] == "Queued"
 
 
+@pytest.mark.parametrize("glimpse", [JobState.ABANDONED, JobState.MISSING, JobState.WAITING])
+def test_a_running_job_that_only_looked_lost_is_not_a_second_attempt(glimpse: JobState) -> None:
+    """The HA race: a look between two writes of a busy worker (or a heartbeat late under load)
+    shows the running job as lost; the status goes back to Queued. When the same run (same start)
+    shows up again, it is resumed, not counted again, and no second Started event is posted."""
+    started = NOW - timedelta(seconds=30)
+    running = JobView(JobState.RUNNING, started_at=started)
+    status = apply(queued_status(), decide(observe(queued_status(), running, 10), POLICY))
+    assert status["attempts"] == 1
+    status = apply(status, decide(observe(status, JobView(glimpse, started_at=started)), POLICY))
+    assert status["phase"] == "Queued"
+    again = decide(observe(status, running, 40), POLICY)
+    assert again.status["phase"] == "Processing" and again.status["attempts"] == 1
+    assert again.status["progress"] == 40 and again.events == ()
+    done = JobView(JobState.FINISHED, completed(), started_at=started, ended_at=NOW)
+    assert decide(observe(status, done), POLICY).status["attempts"] == 1
+
+
+def test_a_new_run_after_a_real_loss_is_counted() -> None:
+    first = NOW - timedelta(seconds=30)
+    status = processing_status()
+    status["startedAt"] = "2026-01-02T03:03:35Z"
+    status = apply(status, decide(observe(status, JobView(JobState.ABANDONED, started_at=first)), POLICY))
+    second = decide(observe(status, JobView(JobState.RUNNING, started_at=NOW)), POLICY)
+    assert second.status["attempts"] == 2 and [e.reason for e in second.events] == ["Started"]
+
+
+def test_a_retry_never_starts_in_the_second_of_the_failed_run() -> None:
+    assert Policy(retry_base_seconds=0.1).delay_after(1) == 1.0
+
+
 # -- whole lifetimes ---------------------------------------------------------------------------------
 
-OUTCOMES = st.sampled_from(["ok", "transient", "abandoned", "invalid", "lost"])
+OUTCOMES = st.sampled_from(["ok", "transient", "abandoned", "invalid", "lost", "glimpse"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -303,15 +335,22 @@ def test_every_lifetime_ends_terminal_with_one_job_id_and_honest_attempts(outcom
                 job = JobView(JobState.MISSING)
                 continue
             runs += 1
-            job = JobView(JobState.RUNNING, started_at=now)
+            started = now
+            job = JobView(JobState.RUNNING, started_at=started)
             status = apply(status, decide(observe(status, job, now=now), policy))
+            if outcome == "glimpse":  # the running job looks lost for one look, then runs on
+                glimpse = JobView(JobState.MISSING if runs % 2 else JobState.WAITING)
+                for view in (glimpse, job):
+                    decision = decide(observe(status, view, now=now), policy)
+                    status = apply(status, decision)
+                outcome = "ok"
             now += timedelta(seconds=1)
             job = {
-                "ok": JobView(JobState.FINISHED, completed(), ended_at=now),
+                "ok": JobView(JobState.FINISHED, completed(), started_at=started, ended_at=now),
                 "invalid": JobView(JobState.FINISHED, TranscodeResult("failed", "v", reason="InvalidMedia"),
-                                   ended_at=now),
-                "transient": JobView(JobState.FAILED, error="boom", ended_at=now),
-                "abandoned": JobView(JobState.ABANDONED),
+                                   started_at=started, ended_at=now),
+                "transient": JobView(JobState.FAILED, error="boom", started_at=started, ended_at=now),
+                "abandoned": JobView(JobState.ABANDONED, started_at=started),
             }[outcome]
     assert status["phase"] in ("Completed", "Failed")
     assert seen_ids == {JOB}
