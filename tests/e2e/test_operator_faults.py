@@ -113,6 +113,10 @@ def test_two_replicas_process_each_video_once_and_the_standby_takes_over_when_th
     for name in names:
         assert world.wait_phase(name, {"Completed", "Failed"})["phase"] == "Completed"
     assert "leader:" not in second.log_tail(200), "the standby must not reconcile while the leader lives"
+    # Events follow the status (job, status, events): let the leader finish posting before it dies,
+    # or a kill between the two loses a Completed event, which no one posts again for a done video.
+    for name in names:
+        wait_for(lambda n=name: "Completed" in [e["reason"] for e in world.events(n)], 10, f"{name}'s event")
 
     world.kill(first)
     later = [unique(f"ha-after{i}") for i in range(2)]
