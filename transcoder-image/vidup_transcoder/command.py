@@ -6,6 +6,9 @@ doing it once beats one FFmpeg per rung. Why a time-based keyframe expression wi
 up across renditions and players switch cleanly; a GOP in frames would not survive rate changes.
 Why an ``fps`` filter: it turns variable-frame-rate phone footage into a constant rate the
 ``FRAME-RATE`` attribute can describe, and caps 120/240 fps slow-motion captures at 60.
+Why an optional thread cap: FFmpeg sizes its decoder, filter and encoder threads from the node's
+CPUs, and its memory grows with them (a 1080p ladder maps 0.9 GiB on 2 CPUs, 7 GiB on 32), so a
+fixed memory limit can only protect a pod if the thread count is bounded too (see limits.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from vidup_transcoder.ladder import AUDIO_KBPS, Rendition
 #: x264 speed/quality trade-off; tests use "ultrafast" through VIDUP_X264_PRESET.
 DEFAULT_PRESET = "veryfast"
 MAX_FRAME_RATE = 60
+#: A sparse source (two frames an hour apart, a slideshow) is sampled at least this often.
+MIN_FRAME_RATE = Fraction(1)
 FALLBACK_FRAME_RATE = Fraction(30)
 SEGMENT_PATTERN = "seg_%05d.ts"
 MEDIA_PLAYLIST = "index.m3u8"
@@ -41,13 +46,16 @@ SNAP_TOLERANCE = 0.02
 
 def output_frame_rate(fraction: str) -> Fraction:
     """The constant output rate: the source's average, snapped to a standard rate when within 2 %,
-    then halved (thirded...) until it is at most 60 fps."""
+    then halved (thirded...) until it is at most 60 fps; at least 1 fps (a rate of 2 frames an hour
+    would otherwise round to 0, which FFmpeg's fps filter cannot use)."""
     try:
         rate = Fraction(fraction)
     except (ValueError, ZeroDivisionError):
         rate = Fraction(0)
     if rate <= 0:
         return FALLBACK_FRAME_RATE
+    if rate < MIN_FRAME_RATE:
+        return MIN_FRAME_RATE
     if rate > MAX_FRAME_RATE:
         rate = rate / math.ceil(rate / MAX_FRAME_RATE)
     nearest = min(STANDARD_RATES, key=lambda std: abs(std - rate))
@@ -94,6 +102,8 @@ class EncodePlan:
     frame_rate: Fraction
     has_audio: bool
     preset: str = DEFAULT_PRESET
+    #: Threads for the decoder, the filter graph and each encoder; None leaves FFmpeg's own choice.
+    threads: int | None = None
 
 
 def filter_graph(plan: EncodePlan) -> str:
@@ -121,6 +131,7 @@ def rendition_args(plan: EncodePlan, index: int) -> list[str]:
         "-b:v", f"{rung.video_kbps}k", "-maxrate", f"{rung.maxrate_kbps}k", "-bufsize", f"{rung.bufsize_kbps}k",
         "-force_key_frames", f"expr:gte(t,n_forced*{seg})", "-sc_threshold", "0",
         "-max_muxing_queue_size", "4096",
+        *(["-threads", str(plan.threads)] if plan.threads else []),
         "-f", "hls", "-hls_time", str(seg), "-hls_playlist_type", "vod",
         "-hls_flags", "independent_segments", "-hls_segment_type", "mpegts",
         "-hls_segment_filename", str(plan.out_dir / r.name / SEGMENT_PATTERN),
@@ -131,9 +142,10 @@ def rendition_args(plan: EncodePlan, index: int) -> list[str]:
 
 def build_ffmpeg_command(plan: EncodePlan) -> list[str]:
     """The single FFmpeg invocation; progress goes to stdout as key=value lines, errors to stderr."""
+    threads = ["-filter_complex_threads", str(plan.threads), "-threads", str(plan.threads)] if plan.threads else []
     argv = [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error", "-nostats",
-        "-progress", "pipe:1", "-i", str(plan.source), "-filter_complex", filter_graph(plan),
+        "-progress", "pipe:1", *threads, "-i", str(plan.source), "-filter_complex", filter_graph(plan),
     ]
     for i in range(len(plan.renditions)):
         argv += rendition_args(plan, i)
@@ -145,10 +157,13 @@ def poster_time(duration_seconds: float) -> float:
     return round(min(duration_seconds / 3.0, 5.0), 3)
 
 
-def build_poster_command(source: Path, target: Path, width: int, height: int, at_seconds: float) -> list[str]:
-    """One JPEG frame at the top rendition's size (input seeking keeps this cheap)."""
+def build_poster_command(source: Path, target: Path, width: int, height: int, at_seconds: float,
+                         threads: int | None = None) -> list[str]:
+    """One JPEG frame at the top rendition's size (input seeking keeps this cheap); ``threads`` is
+    the same cap as the encode's, so the poster's decoder fits the same memory limit."""
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-loglevel", "error",
+        *(["-threads", str(threads)] if threads else []),
         "-ss", f"{at_seconds:.3f}", "-i", str(source), "-map", "0:v:0", "-frames:v", "1",
         "-vf", f"scale=w={width}:h={height},setsar=1", "-q:v", "3", "-f", "image2", str(target),
     ]

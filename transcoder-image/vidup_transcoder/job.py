@@ -2,7 +2,10 @@
 
 ``transcode`` only translates between RQ and :func:`run_transcode`; everything it does is testable
 without a queue. Permanent media errors come back as a ``failed`` result (RQ must not retry them);
-transient ones are raised so RQ retries with backoff.
+transient ones are raised so RQ retries with backoff. Hostile media (README "Hostile media") is
+refused from the probe where its headers give it away, and otherwise runs into the limits FFmpeg is
+held to -- memory, CPU time, output size -- which are permanent failures too: the same bytes run
+into the same limit on every attempt.
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ from vidup.transcode_jobs import (
     progress_channel,
     progress_key,
 )
-from vidup_transcoder import command, ladder, master_playlist, probe, sps, staging
+from vidup_transcoder import admission, command, ladder, master_playlist, probe, sps, staging
 from vidup_transcoder.errors import (
     InvalidMediaError,
     TranscodeCancelledError,
     TranscodeTimeoutError,
     TransientTranscodeError,
 )
+from vidup_transcoder.limits import MediaLimits
+from vidup_transcoder.output_guard import OutputGuard
 from vidup_transcoder.progress import ProgressParser
-from vidup_transcoder.runner import run_streaming
+from vidup_transcoder.rlimits import ChildLimits, exceeded_limit
+from vidup_transcoder.runner import RunOutcome, run_streaming
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +55,8 @@ TIMEOUT_PER_SOURCE_SECOND = 6.0
 #: Keep progress around long enough for the operator to read the last value.
 PROGRESS_TTL_SECONDS = 7 * 24 * 3600
 MESSAGE_LIMIT = 2000
+#: Wall-clock and CPU allowance of one poster extraction (one frame, however large).
+POSTER_SECONDS = 120
 
 #: FFmpeg stderr that means "these bytes are broken", not "this machine had a bad moment".
 _MEDIA_ERROR_MARKERS = (
@@ -113,7 +121,11 @@ def _trim(lines: list[str]) -> str:
     return text[-MESSAGE_LIMIT:] if len(text) > MESSAGE_LIMIT else text
 
 
-def _classify_failure(returncode: int, stderr_tail: list[str], label: str) -> Exception:
+def _classify_failure(outcome: RunOutcome, label: str, limits: ChildLimits) -> Exception:
+    returncode, stderr_tail = outcome.returncode, outcome.stderr_tail
+    exceeded = exceeded_limit(limits, returncode, outcome.cpu_seconds, outcome.out_of_memory)
+    if exceeded:
+        return InvalidMediaError(f"{label} could not be transcoded: {exceeded}")
     tail = _trim(stderr_tail) or "(no error output)"
     lowered = tail.lower()
     if returncode < 0:
@@ -146,13 +158,18 @@ def _measure(partial: Path, r: ladder.Rendition, has_audio: bool, label: str) ->
     return _Measured(r, playlist, codecs)
 
 
-def _make_poster(source: Path, target: Path, top: ladder.Rendition, duration: float) -> None:
+def _make_poster(source: Path, target: Path, top: ladder.Rendition, duration: float, limits: ChildLimits,
+                 label: str, threads: int | None) -> None:
     """Try a frame a little way in, then the very first one (a seek can land past a short stream)."""
+    limits = ChildLimits(limits.memory_bytes, POSTER_SECONDS, limits.file_size_bytes)
     for at in dict.fromkeys((command.poster_time(duration), 0.0)):
-        argv = command.build_poster_command(source, target, top.width, top.height, at)
-        outcome = run_streaming(argv, lambda _line: None, timeout_seconds=120)
+        argv = command.build_poster_command(source, target, top.width, top.height, at, threads)
+        outcome = run_streaming(argv, lambda _line: None, timeout_seconds=POSTER_SECONDS, limits=limits)
         if outcome.returncode == 0 and target.is_file() and target.stat().st_size > 0:
             return
+        exceeded = exceeded_limit(limits, outcome.returncode, outcome.cpu_seconds, outcome.out_of_memory)
+        if exceeded:
+            raise InvalidMediaError(f"{label} has no usable poster frame: {exceeded}")
     raise TransientTranscodeError(f"could not extract a poster frame: {_trim(outcome.stderr_tail)}")
 
 
@@ -168,8 +185,11 @@ def run_transcode(
     timeout_seconds: float | None = None,
     preset: str | None = None,
     clock: Callable[[], float] = time.monotonic,
+    limits: MediaLimits | None = None,
 ) -> TranscodeResult:
-    """Probe, encode the ladder in one FFmpeg, measure, write the master last, move into place."""
+    """Probe, admit, encode the ladder in one limited FFmpeg, measure, write the master last, move
+    into place. ``limits`` defaults to the VIDUP_* variables (:mod:`vidup_transcoder.limits`)."""
+    limits = limits if limits is not None else MediaLimits.from_env()
     source = storage_layout.resolve(storage_dir, req.source_path)
     out_dir = storage_layout.resolve(storage_dir, req.output_path)
     label = f"upload {req.video_id}"
@@ -177,42 +197,56 @@ def run_transcode(
     staging.remove_partials(out_dir, job_id)
     publisher = ProgressPublisher(connection, job_id)
     try:
-        facts = probe.probe(source, label)
+        facts = probe.probe(source, label, limits.ffmpeg_memory_bytes)
+        admission.check_source(facts, limits, label)
     except InvalidMediaError as exc:
         return _failed(req, str(exc))
 
     renditions = ladder.choose_ladder(facts.display_width, facts.display_height, req.renditions)
     budget = timeout_seconds if timeout_seconds is not None else job_timeout_for(facts.duration_seconds)
+    output_budget = admission.output_budget_bytes(facts.duration_seconds, renditions, facts.has_audio, limits)
+    child_limits = ChildLimits(
+        memory_bytes=limits.ffmpeg_memory_bytes or None,
+        cpu_seconds=admission.cpu_budget_seconds(facts.duration_seconds, limits),
+        file_size_bytes=output_budget,
+    )
     started = clock()
     partial = staging.new_partial_dir(out_dir, job_id)
+    guard = OutputGuard(partial, output_budget, label, facts.duration_seconds)
     try:
         for r in renditions:
             (partial / r.name).mkdir()
         plan = command.EncodePlan(
             source=source, out_dir=partial, renditions=renditions, segment_seconds=req.segment_seconds,
             frame_rate=command.output_frame_rate(facts.frame_rate_fraction), has_audio=facts.has_audio,
-            preset=preset or command.x264_preset(),
+            preset=preset or command.x264_preset(), threads=limits.ffmpeg_thread_cap(),
         )
         publisher.publish(0)
         parser = ProgressParser(facts.duration_seconds)
 
         def on_line(line: str) -> None:
+            guard.check()  # raises (and so stops FFmpeg) once the output outgrows its budget
             percent = parser.feed(line, clock())
             if percent is not None:
                 publisher.publish(min(percent, 99))  # 100 means "package in place", not "ffmpeg done"
 
         with _sigterm_raises():
-            outcome = run_streaming(command.build_ffmpeg_command(plan), on_line, timeout_seconds=budget)
+            outcome = run_streaming(command.build_ffmpeg_command(plan), on_line, timeout_seconds=budget,
+                                    limits=child_limits)
         if outcome.timed_out:
             raise TranscodeTimeoutError(
                 f"transcode exceeded its {budget:.0f}s budget for {facts.duration_seconds:.1f}s of video; "
                 f"last output:\n{_trim(outcome.stderr_tail)}"
             )
-        if outcome.returncode != 0:
-            raise _classify_failure(outcome.returncode, outcome.stderr_tail, label)
+        if outcome.returncode != 0 or outcome.out_of_memory:
+            raise _classify_failure(outcome, label, child_limits)
+        guard.check(force=True)
 
         measured = [_measure(partial, r, facts.has_audio, label) for r in renditions]
-        _make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds)
+        admission.check_complete(measured[0].playlist.duration, facts.duration_seconds, label)
+        _make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits, label,
+                     plan.threads)
+        guard.check(force=True)
         remaining = budget - (clock() - started)
         if remaining <= 0:
             raise TranscodeTimeoutError(f"transcode exceeded its {budget:.0f}s budget")

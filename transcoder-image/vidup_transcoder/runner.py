@@ -3,13 +3,16 @@
 stdout carries ``-progress`` lines, handed one by one to a callback; stderr is drained by a thread
 into a bounded deque so a chatty or failing FFmpeg cannot grow the worker, yet its last lines are
 there for the failure message. A watchdog enforces the deadline from inside the job, and however the
-caller leaves (error, timeout, cancellation), FFmpeg is terminated before this returns.
+caller leaves (error, timeout, cancellation), FFmpeg is terminated before this returns. Kernel limits
+(:class:`~vidup_transcoder.rlimits.ChildLimits`) are set in the child before it execs, and the CPU
+time it used is reported so a failure can be told apart from one caused by its CPU limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import resource
 import signal
 import subprocess
 import sys
@@ -18,7 +21,11 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from vidup_transcoder.rlimits import ChildLimits
+
 STDERR_LINES = 20
+#: How FFmpeg reports a refused allocation (ENOMEM), e.g. under its RLIMIT_DATA.
+OUT_OF_MEMORY_MARKER = "cannot allocate memory"
 TERMINATE_GRACE_SECONDS = 5.0
 
 
@@ -41,6 +48,29 @@ class RunOutcome:
     returncode: int
     stderr_tail: list[str]
     timed_out: bool
+    #: User + system CPU time of the child (children reaped meanwhile by this process count too;
+    #: a job runs its children one at a time, so that is the child).
+    cpu_seconds: float = 0.0
+    #: Any stderr line reported a refused allocation (even one the tail no longer holds): FFmpeg
+    #: treats a frame it could not allocate as a decoding error and may still exit 0 without it.
+    out_of_memory: bool = False
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _child_setup(limits: ChildLimits | None) -> Callable[[], None] | None:
+    """What runs in the child between fork and exec: die with the parent, then the limits."""
+    if limits is None:
+        return die_with_parent if _LIBC is not None else None
+
+    def setup() -> None:
+        die_with_parent()
+        limits.apply()
+
+    return setup
 
 
 def stop_process(proc: subprocess.Popen[str], grace: float = TERMINATE_GRACE_SECONDS) -> None:
@@ -62,14 +92,19 @@ def run_streaming(
     on_stdout_line: Callable[[str], None],
     timeout_seconds: float | None = None,
     stderr_lines: int = STDERR_LINES,
+    limits: ChildLimits | None = None,
 ) -> RunOutcome:
-    """Run ``argv``; call ``on_stdout_line`` for each stdout line as it arrives."""
+    """Run ``argv`` under ``limits``; call ``on_stdout_line`` for each stdout line as it arrives.
+
+    An exception from ``on_stdout_line`` (e.g. the output guard's) stops the child and propagates.
+    """
     tail: deque[str] = deque(maxlen=stderr_lines)
     timed_out = threading.Event()
+    out_of_memory = threading.Event()
+    cpu_before = _children_cpu_seconds()
     proc = subprocess.Popen(
         list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, errors="replace", bufsize=1,
-        preexec_fn=die_with_parent if _LIBC is not None else None,
+        text=True, errors="replace", bufsize=1, preexec_fn=_child_setup(limits),
     )
 
     def drain_stderr() -> None:
@@ -77,6 +112,8 @@ def run_streaming(
         for line in proc.stderr:
             if line.strip():
                 tail.append(line.rstrip()[-500:])
+                if OUT_OF_MEMORY_MARKER in line.lower():
+                    out_of_memory.set()
 
     def on_deadline() -> None:
         timed_out.set()
@@ -102,4 +139,5 @@ def run_streaming(
             if stream is not None:
                 with contextlib.suppress(Exception):
                     stream.close()
-    return RunOutcome(proc.returncode, list(tail), timed_out.is_set())
+    return RunOutcome(proc.returncode, list(tail), timed_out.is_set(), _children_cpu_seconds() - cpu_before,
+                      out_of_memory.is_set())
