@@ -11,7 +11,10 @@ A thin wrapper around RQ's forking ``Worker`` that adds what a video worker need
   terminationGracePeriodSeconds): the running job may finish as in RQ's warm shutdown, but when the
   drain time is up -- or at a second signal -- the work-horse is killed and the job is put back at the
   front of its queue, same id, no retry spent (:meth:`TranscodeWorker.hand_back`), so a rolling update
-  loses no work and no time to the heartbeat timeout.
+  loses no work and no time to the heartbeat timeout;
+* a Redis outage (a restart, a failover) costs neither the worker nor its running encode: heartbeats
+  that fail are skipped, and when RQ gives up its loop on a lost connection the worker waits for
+  Redis and starts working again (:func:`main`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -122,6 +126,17 @@ class TranscodeWorker(Worker):
             self.log.warning("the scheduler process %s did not stop; killing it", process.pid)
             process.kill()
             process.join()
+
+    def maintain_heartbeats(self, job: Job, execution: Execution) -> None:
+        """RQ's heartbeats while a job runs, surviving a Redis outage. RQ lets the connection error
+        out of its horse monitor, the worker quits and its encode dies with it (seen in the chaos
+        soak: every busy worker died when Redis restarted). The horse itself treats Redis as best
+        effort; so does this: the encode goes on, and the next heartbeat after Redis is back
+        registers the worker again (RQ recreates a worker hash that vanished)."""
+        try:
+            super().maintain_heartbeats(job, execution)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            self.log.warning("could not record the heartbeat of job %s (%s); the job goes on", job.id, exc)
 
     def setup_work_horse_signals(self) -> None:
         """In the work-horse: die with the worker (Linux), so a SIGKILLed worker takes its encode along."""
@@ -273,15 +288,49 @@ def wait_for_redis(url: str, interval: float = 1.0) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidup_transcoder.worker", description=__doc__)
-    parser.add_argument("--name", help="worker name (default: host.pid)")
+    parser.add_argument("--name", help="worker name (default: host.pid.random, unique per start)")
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--log-level", default=os.environ.get("VIDUP_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    wait_for_redis(settings.redis_url)
-    worker = build_worker(settings, args.name)
-    worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=True)
-    return 0
+    # Unique per start: RQ refuses a name whose previous owner's key has not expired yet (minutes
+    # after a SIGKILL), and in a container the pid is always 1, so host.pid would crash-loop a
+    # worker restarted in place. A dead run is still found by its heartbeat.
+    name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    born = False
+    while True:
+        wait_for_redis(settings.redis_url)
+        worker = build_worker(settings, name)
+        if born:
+            forget_own_registration(worker)
+        born = True
+        try:
+            worker.work(burst=args.burst, logging_level=args.log_level.upper(), with_scheduler=True)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+            log.warning("lost Redis while the worker shut down: %s", exc)  # RQ's teardown writes to it
+            with contextlib.suppress(Exception):
+                worker.unsubscribe()  # the rest of the teardown: stop its pub/sub thread
+        if args.burst or worker._shutdown_requested_date is not None:
+            return 0
+        # RQ quits its loop on any unhandled error, in practice Redis going away (a restart, a
+        # failover) between a job and the next dequeue; a supervisor would restart us, but the
+        # local stack has none and a pod restart costs a back-off: wait for Redis, work again.
+        if worker.horse_pid:  # never leave an encode running unsupervised
+            worker.kill_horse(signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(worker.horse_pid, 0)
+        log.warning("worker %s stopped after an error; starting again once Redis answers", name)
+        time.sleep(1.0)
+
+
+def forget_own_registration(worker: TranscodeWorker) -> None:
+    """Delete a registration this same process left without a death mark (RQ's teardown could
+    not reach Redis), which would make RQ refuse the name as an active worker's."""
+    try:
+        if not worker.connection.hexists(worker.key, "death"):
+            worker.connection.delete(worker.key)
+    except redis.exceptions.RedisError as exc:
+        log.warning("could not clear the previous registration of %s: %s", worker.name, exc)
 
 
 if __name__ == "__main__":
