@@ -165,7 +165,7 @@ class JobStore:
         view = self.observe(job_id)
         if view.state in (JobState.WAITING, JobState.RUNNING, JobState.FINISHED):
             return
-        job.delete(remove_from_queue=True)
+        _delete(job)
 
     def cancel(self, job_id: str) -> bool:
         """Stop a running job (its work-horse's process group is killed) or cancel a waiting one.
@@ -190,12 +190,24 @@ class JobStore:
     def forget(self, job_id: str) -> None:
         """Delete the job, its result and its progress from Redis."""
         with contextlib.suppress(NoSuchJobError):
-            Job.fetch(job_id, connection=self.connection).delete(remove_from_queue=True)
+            _delete(Job.fetch(job_id, connection=self.connection))
         self.connection.delete(progress_key(job_id))
 
     def still_running(self, job_id: str) -> bool:
         """Whether a live worker still reports ``job_id`` as running (after a stop was sent)."""
         return self.observe(job_id).state is JobState.RUNNING
+
+
+def _delete(job: Job) -> None:
+    """``Job.delete``, also for a run whose worker died: RQ lists the job's executions and raises
+    ValueError for one whose record already expired (a SIGKILLed worker never removes it), which
+    used to fail the reconcile until Kopf's retry a minute later. The registry of such executions
+    is dropped first; records that still exist expire on their own TTL."""
+    try:
+        job.delete(remove_from_queue=True)
+    except ValueError:
+        job.connection.delete(job.execution_registry.key)
+        job.delete(remove_from_queue=True)
 
 
 def _member_job_id(member: Any) -> str:

@@ -150,6 +150,19 @@ def test_a_started_job_is_abandoned_when_its_heartbeat_expired(store: JobStore, 
     assert store.observe(job_id).state is JobState.WAITING
 
 
+def test_a_dead_run_whose_execution_record_expired_is_still_replaced(store: JobStore, conn: redis.Redis) -> None:
+    """A SIGKILLed worker leaves its execution listed on the job while the record itself expires;
+    RQ's ``Job.delete`` then raises ValueError, which used to fail the reconcile for a minute."""
+    job_id = f"vt-{uuid.uuid4()}-g1"
+    job = _mark_started(store, conn, job_id, -5, f"w-{uuid.uuid4().hex[:6]}")
+    conn.zadd(job.execution_registry.key, {f"exec-{uuid.uuid4().hex[:6]}": time.time() + 60})
+    assert store.observe(job_id).state is JobState.ABANDONED
+    assert store.enqueue(job_id, request(), replace=True) is True
+    assert store.observe(job_id).state is JobState.WAITING
+    store.forget(job_id)
+    assert store.observe(job_id).state is JobState.MISSING
+
+
 def test_a_started_job_is_abandoned_when_its_worker_is_gone_or_reborn(store: JobStore, conn: redis.Redis) -> None:
     gone = f"w-{uuid.uuid4().hex[:6]}"
     job_id = f"vt-{uuid.uuid4()}-g1"
