@@ -1,8 +1,12 @@
 """``python -m vidup_ingest --host H --port P``: serve the app with gunicorn.
 
-gthread workers: each streaming upload holds a thread for its whole PATCH, so the ingest serves
-``VIDUP_INGEST_WORKERS * VIDUP_INGEST_THREADS`` concurrent requests (default 2 * 32). Each worker
-builds its own app (no preload), so Redis/Kubernetes clients and background threads are per process.
+Threaded workers (gthread, with request heads read by the event loop: ``server/worker.py``): a
+request holds a thread from the moment its head is in until it is answered, so a streaming upload
+holds one for its whole PATCH and the ingest serves ``VIDUP_INGEST_WORKERS * VIDUP_INGEST_THREADS``
+requests at once (default 2 * 256); connections still sending their head, kept alive or being
+closed cost no thread. ``VIDUP_INGEST_HEADER_TIMEOUT=0`` runs gunicorn's stock gthread instead.
+Each worker builds its own app (no preload), so Redis/Kubernetes clients and background threads are
+per process.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Any
 from gunicorn.app.base import BaseApplication
 
 from vidup_ingest.config import IngestConfig
+from vidup_ingest.server.worker import HeadFirstWorker, gunicorn_worker_connections
 
 
 class IngestServer(BaseApplication):
@@ -39,11 +44,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = IngestConfig.from_env()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    worker_class: type | str = "gthread"
+    worker_connections = config.max_connections
+    if config.header_timeout > 0:
+        worker_class = HeadFirstWorker.configured(config.header_timeout, config.max_connections)
+        worker_connections = gunicorn_worker_connections(config.max_connections)
     IngestServer({
         "bind": f"{args.host}:{args.port}",
-        "worker_class": "gthread",
+        "worker_class": worker_class,
         "workers": config.workers,
         "threads": config.threads,
+        "worker_connections": worker_connections,
         "timeout": 120,
         "graceful_timeout": 10,
         "keepalive": 75,

@@ -26,6 +26,7 @@ from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway import cors, tokens
 from vidup_ingest.gateway.auth import Authenticator
+from vidup_ingest.gateway.quotas import QuotaBook
 from vidup_ingest.gateway.ratelimit import RateLimits
 from vidup_ingest.tus import routes as tus_routes
 from vidup_ingest.tus.cleanup import Sweeper
@@ -49,9 +50,20 @@ class MethodOverride:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         override = environ.get("HTTP_X_HTTP_METHOD_OVERRIDE", "").strip().upper()
-        if override:
-            environ["REQUEST_METHOD"] = override
-        return self.app(environ, start_response)
+        if not override:
+            return self.app(environ, start_response)
+        wire_method, environ["REQUEST_METHOD"] = environ.get("REQUEST_METHOD", ""), override
+        if override != "HEAD" or wire_method == "HEAD":
+            return self.app(environ, start_response)
+
+        def bodyless(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            # The app answers HEAD, so no body follows, but the server frames the answer by the
+            # method on the wire: announce the empty body actually sent, not the length a GET's
+            # body would have (the client would wait for bytes that never come).
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"] + [("Content-Length", "0")]
+            return start_response(status, headers, exc_info)
+
+        return self.app(environ, bodyless)
 
 
 def _plain(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -77,8 +89,13 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
     storage = LocalStorage(settings.storage_dir, fsync=config.fsync)
     locks = LockManager(client, ttl=config.lock_ttl, wait=config.lock_wait)
+    # Keys that belong to the shared volume name it, so unrelated stacks on one Redis stay apart
+    # (replicas mount the volume at the same path).
+    volume = hashlib.sha256(str(settings.storage_dir.resolve()).encode()).hexdigest()[:16]
+    quotas = QuotaBook(client, config.quota_uploads, config.quota_bytes, namespace=f"vidup:ingest:quota:{volume}")
     uploads = Uploads(storage, locks, Handover(settings.namespace), config,
-                      max_size=settings.max_upload_size, expiry_seconds=settings.upload_expiry_seconds)
+                      max_size=settings.max_upload_size, expiry_seconds=settings.upload_expiry_seconds,
+                      quotas=quotas)
     app.extensions["vidup_settings"] = settings
     app.extensions["vidup_config"] = config
     app.extensions["vidup_redis"] = client
@@ -145,9 +162,7 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
     app.register_blueprint(webapp_routes.blueprint)
 
     if start_background:
-        # One sweeper per shared volume: the key names the storage so unrelated stacks on one Redis
-        # do not starve each other (replicas mount the volume at the same path).
-        volume = hashlib.sha256(str(settings.storage_dir.resolve()).encode()).hexdigest()[:16]
+        # One sweeper per shared volume, so unrelated stacks on one Redis do not starve each other.
         Sweeper(uploads, client, config.cleanup_interval, key=f"vidup:ingest:sweep:{volume}").start()
 
     wsgi: Any = ProxyFix(app.wsgi_app, x_for=config.proxy_hops, x_proto=config.proxy_hops,

@@ -13,7 +13,7 @@ ALLOW_HEADERS = (
 EXPOSE_HEADERS = (
     "Location", "Upload-Offset", "Upload-Length", "Upload-Defer-Length", "Upload-Metadata",
     "Upload-Concat", "Upload-Expires", "Tus-Resumable", "Tus-Version", "Tus-Extension", "Tus-Max-Size",
-    "Tus-Checksum-Algorithm", "Video-Location", "Retry-After", "X-Request-ID",
+    "Tus-Checksum-Algorithm", "Video-Location", "Retry-After", "X-Request-ID", "Vidup-Quota",
 )
 ALLOW_METHODS = ("POST", "GET", "HEAD", "PATCH", "DELETE", "OPTIONS")
 MAX_AGE = "86400"

@@ -9,7 +9,14 @@ per MiB, which cost half of the throughput on a small machine. Two ways:
   the kernel copies them once (into the page cache) instead of twice.
 * ``readinto`` fills a caller's buffer with ``recv_into``, for bodies Python must see (checksums).
 
-Anything else (chunked bodies, other servers) uses the stream's ``read``.
+Anything else (chunked bodies, other servers) uses the stream's ``read``; under gunicorn its socket
+reads are routed through the same pace (``_PacedSocket``).
+
+Every wait for bytes keeps the body's pace (``vidup_ingest.server.bodypace``): an idle limit
+(``VIDUP_INGEST_READ_TIMEOUT``) and a minimum rate, so a client trickling its body gives its thread
+back within one rate window instead of never; what it sent is kept (tus resumes), except, for a
+chunked body, the read step gunicorn was still filling. A body given up before its end is marked
+failed, so gunicorn closes the connection instead of draining the rest in the thread.
 """
 
 from __future__ import annotations
@@ -18,9 +25,18 @@ import contextlib
 import fcntl
 import io
 import os
-import select
 import socket
 from typing import Any, Protocol, runtime_checkable
+
+from vidup_ingest.config import IngestConfig
+from vidup_ingest.server.bodypace import BodyPace, PaceKeeper
+
+#: The pipe a spliced body goes through starts at the kernel's default size (64 KiB) and grows to
+#: this once a splice fills it. Pipe pages are charged to the user whether used or not: past
+#: ``fs.pipe-user-pages-soft`` (64 MiB) an unprivileged user's new pipes start at one or two pages,
+#: and ``fs.pipe-user-pages-hard``, when set, refuses growth. Hundreds of trickling bodies need no
+#: more than the default, and no longer charge 1 MiB each.
+PIPE_SIZE = 1 << 20
 
 
 class BodyReader(Protocol):
@@ -43,10 +59,19 @@ class SplicingBody(Protocol):
 
 
 class StreamBody:
-    """Any WSGI input stream, via ``read``."""
+    """Any WSGI input stream, via ``read``. Under gunicorn (a chunked body), the socket its parser
+    reads from is swapped for one that keeps the pace, and restored at ``close``."""
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, pace: BodyPace | None = None) -> None:
         self.stream = stream
+        self._unreader: Any = None
+        self._sock: socket.socket | None = None
+        unreader = _gunicorn_unreader(stream)
+        if pace is not None and unreader is not None:
+            self._unreader, self._sock = unreader, unreader.sock
+            self._saved_timeout = unreader.sock.gettimeout()
+            unreader.sock.settimeout(0.0)
+            unreader.sock = _PacedSocket(unreader.sock, pace.start())
 
     def readinto(self, view: memoryview) -> int:
         data = self.stream.read(len(view))
@@ -55,13 +80,48 @@ class StreamBody:
         return n
 
     def close(self) -> None:
-        pass
+        if self._unreader is not None and self._sock is not None:
+            self._unreader.sock = self._sock
+            with contextlib.suppress(OSError):
+                self._sock.settimeout(self._saved_timeout)
+            self._unreader = None
+
+
+def _gunicorn_unreader(stream: Any) -> Any:
+    """The unreader under a gunicorn body (length, chunked or until-EOF), if it reads a socket."""
+    if type(stream).__module__ != "gunicorn.http.body":
+        return None
+    reader = getattr(stream, "reader", None)
+    unreader = getattr(reader, "unreader", None) or getattr(getattr(reader, "req", None), "unreader", None)
+    return unreader if isinstance(getattr(unreader, "sock", None), socket.socket) else None
+
+
+class _PacedSocket:
+    """A non-blocking client socket whose ``recv`` waits for bytes within a body's pace."""
+
+    def __init__(self, sock: socket.socket, keeper: PaceKeeper) -> None:
+        self._sock = sock
+        self._keeper = keeper
+
+    def recv(self, size: int) -> bytes:
+        while True:
+            try:
+                data = self._sock.recv(size)
+            except BlockingIOError:
+                self._keeper.wait_readable(self._sock.fileno())
+                continue
+            self._keeper.received(len(data))
+            return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class GunicornSocketBody:
     """A Content-Length body read from gunicorn's client socket directly."""
 
-    def __init__(self, body: Any, timeout: float | None) -> None:
+    def __init__(self, body: Any, pace: BodyPace) -> None:
+        self._body = body
         self._reader = body.reader
         unreader = self._reader.unreader
         self._sock: socket.socket = unreader.sock
@@ -78,7 +138,8 @@ class GunicornSocketBody:
         self._remaining = remaining - len(take)
         self._reader.length = self._remaining
         self._saved_timeout = self._sock.gettimeout()
-        self._sock.settimeout(timeout)
+        self._sock.settimeout(0.0)  # every wait goes through the pace keeper
+        self._keeper = pace.start()
         self._pipe: tuple[int, int] | None = None
         self._pipe_size = 0
 
@@ -104,6 +165,8 @@ class GunicornSocketBody:
             raise ClientGone(str(exc)) from exc
         self._remaining -= moved
         self._reader.length = self._remaining
+        if moved == self._pipe_size < PIPE_SIZE:  # a fast client: fewer, larger splices
+            self._grow_pipe(pipe_in)
         left = moved
         while left:  # empty the pipe into the file, so the next splice from the socket cannot block
             left -= os.splice(pipe_out, fd, left)
@@ -112,23 +175,24 @@ class GunicornSocketBody:
     def _open_pipe(self) -> tuple[int, int]:
         if self._pipe is None:
             self._pipe = os.pipe2(os.O_CLOEXEC)
-            with contextlib.suppress(OSError):  # the default 64 KiB means more system calls
-                fcntl.fcntl(self._pipe[1], fcntl.F_SETPIPE_SZ, 1 << 20)
             self._pipe_size = fcntl.fcntl(self._pipe[1], fcntl.F_GETPIPE_SZ)
         return self._pipe
 
+    def _grow_pipe(self, pipe_in: int) -> None:
+        with contextlib.suppress(OSError):  # over the user's pipe allowance: stay small
+            fcntl.fcntl(pipe_in, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self._pipe_size = fcntl.fcntl(pipe_in, fcntl.F_GETPIPE_SZ)
+
     def _splice_from_socket(self, pipe_in: int, want: int) -> int:
-        """Socket -> pipe, waiting at most the read timeout for bytes (the socket is non-blocking
-        when it has a timeout)."""
+        """Socket -> pipe (the socket is non-blocking), waiting for bytes within the pace."""
         while True:
             try:
-                return os.splice(self._sock.fileno(), pipe_in, want, flags=os.SPLICE_F_MOVE)
+                moved = os.splice(self._sock.fileno(), pipe_in, want, flags=os.SPLICE_F_MOVE)
             except BlockingIOError:
-                poller = select.poll()
-                poller.register(self._sock.fileno(), select.POLLIN)
-                timeout = self._sock.gettimeout()
-                if not poller.poll(None if timeout is None else timeout * 1000):
-                    raise TimeoutError("the client sent nothing within the read timeout") from None
+                self._keeper.wait_readable(self._sock.fileno())
+                continue
+            self._keeper.received(moved)
+            return moved
 
     def readinto(self, view: memoryview) -> int:
         if self._head:
@@ -138,12 +202,22 @@ class GunicornSocketBody:
             return n
         if self._remaining <= 0:
             return 0
-        n = self._sock.recv_into(view, min(len(view), self._remaining))
+        while True:
+            try:
+                n = self._sock.recv_into(view, min(len(view), self._remaining))
+                break
+            except BlockingIOError:
+                self._keeper.wait_readable(self._sock.fileno())
+        self._keeper.received(n)
         self._remaining -= n
         self._reader.length = self._remaining
         return n
 
     def close(self) -> None:
+        if self._remaining > 0:
+            # Given up before its end (a cut or stopped client, a body too long): the connection
+            # cannot carry another request, and gunicorn must not drain the rest in this thread.
+            self._body.failed = True
         with contextlib.suppress(OSError):
             self._sock.settimeout(self._saved_timeout)
         if self._pipe is not None:
@@ -152,7 +226,9 @@ class GunicornSocketBody:
             self._pipe = None
 
 
-def open_body(stream: Any, timeout: float | None = None) -> BodyReader:
+def open_body(stream: Any, config: IngestConfig | None = None) -> BodyReader:
+    """The fastest reader for ``stream``, keeping the pace ``config`` sets (none without one)."""
+    pace = BodyPace.from_config(config) if config is not None else BodyPace()
     if os.environ.get("VIDUP_INGEST_SOCKET_READS", "1") != "0" and GunicornSocketBody.supports(stream):
-        return GunicornSocketBody(stream, timeout)
-    return StreamBody(stream)
+        return GunicornSocketBody(stream, pace)
+    return StreamBody(stream, pace if config is not None else None)

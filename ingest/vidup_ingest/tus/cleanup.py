@@ -33,15 +33,18 @@ def should_forget(info: UploadInfo, now: float) -> bool:
     return info.gone and float(info.extra["gone"]) + TOMBSTONE_SECONDS < now
 
 
-def sweep(uploads: Uploads, now: float | None = None) -> tuple[int, int]:
-    """One pass over all uploads; returns (deleted, handed over)."""
+def sweep(uploads: Uploads, now: float | None = None, quota_grace: float = 60.0) -> tuple[int, int]:
+    """One pass over all uploads; returns (deleted, handed over). It also reconciles the quotas
+    with what it read (see gateway/quotas.py: entries younger than ``quota_grace`` are spared)."""
     now = time.time() if now is None else now
     deleted = handed = 0
+    audit = uploads.quotas.audit(quota_grace)
     for upload_id in list(uploads.storage.ids()):
         try:
             info = uploads.storage.load(upload_id)
             if info is None:
                 continue
+            audit.saw(info)
             if should_delete(info, now):
                 held = uploads.locks.acquire(upload_id, takeover=False)
                 try:
@@ -60,6 +63,7 @@ def sweep(uploads: Uploads, now: float | None = None) -> tuple[int, int]:
                         handed += 1
         except (TusError, OSError, ValueError, redis.RedisError) as exc:
             log.warning("sweep skipped upload %s: %s", upload_id, exc)
+    audit.finish(uploads.storage)
     return deleted, handed
 
 
@@ -82,7 +86,7 @@ class Sweeper:
         while True:
             try:
                 if self.redis.set(self.key, "1", nx=True, px=max(1, int(self.interval * 1000))):
-                    deleted, handed = sweep(self.uploads)
+                    deleted, handed = sweep(self.uploads, quota_grace=max(2.0, 4 * self.interval))
                     if deleted or handed:
                         log.info("sweep: deleted %d expired uploads, handed over %d", deleted, handed)
             except Exception:  # the sweeper must outlive any one bad pass

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,12 @@ class TransferResult:
     checksum_ok: bool | None = None
 
 
+#: The first step of a body read through a buffer (checksums); doubled up to ``read_size``.
+FIRST_STEP_BYTES = 64 << 10
+#: A step that filled within this long doubles the next one.
+FAST_STEP_SECONDS = 0.05
+
+
 def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size: int,
             commit_bytes: int, checksum: Checksum | None, stop: threading.Event,
             commit: Callable[[int], None]) -> TransferResult:
@@ -40,7 +47,11 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
     hasher = hashlib.new(checksum.algorithm) if checksum else None
     source = body if hasher is None and isinstance(body, SplicingBody) else None
     sink = writer if isinstance(writer, FileWriter) else None
-    buf = memoryview(bytearray(1 if source is not None and sink is not None else read_size))
+    spliced = source is not None and sink is not None
+    # A buffered body starts with a small step and doubles it while steps fill fast: a fast client
+    # soon moves read_size per step, while each of hundreds of trickling ones holds only 64 KiB.
+    step = read_size if spliced else min(read_size, FIRST_STEP_BYTES)
+    buf = memoryview(bytearray(1 if spliced else step))
     received = 0
     committed = 0
     ending = "eof"
@@ -48,16 +59,20 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
         if stop.is_set():
             ending = "stopped"
             break
-        want = min(read_size, max_bytes - received)
+        want = min(step, max_bytes - received)
         if source is not None and sink is not None:
             filled, ending = _move(source, sink, want)
         else:
+            started = time.monotonic()
             filled, ending = _fill(body, buf[:want])
             if filled:
                 chunk = buf[:filled]
                 writer.write(chunk)
                 if hasher is not None:
                     hasher.update(chunk)
+            if filled == step < read_size and time.monotonic() - started < FAST_STEP_SECONDS:
+                step = min(read_size, 2 * step)
+                buf = memoryview(bytearray(step))
         received += filled
         if ending != "eof" or filled < want:
             if stop.is_set():

@@ -15,6 +15,7 @@ from typing import Any
 
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
+from vidup_ingest.gateway.quotas import QuotaBook
 from vidup_ingest.tus.bodyreader import open_body
 from vidup_ingest.tus.handover import Handover
 from vidup_ingest.tus.headers import Checksum, Concat
@@ -49,13 +50,14 @@ class PatchOutcome:
 
 class Uploads:
     def __init__(self, storage: Storage, locks: LockManager, handover: Handover, config: IngestConfig,
-                 max_size: int, expiry_seconds: int) -> None:
+                 max_size: int, expiry_seconds: int, quotas: QuotaBook | None = None) -> None:
         self.storage = storage
         self.locks = locks
         self.handover = handover
         self.config = config
         self.max_size = max_size
         self.expiry = expiry_seconds
+        self.quotas = quotas or QuotaBook(None)
         #: upload id -> tenant (immutable once created), so the check before a lock costs no read
         self._owners: dict[str, str] = {}
 
@@ -98,9 +100,11 @@ class Uploads:
         """Delete an expired upload's data but keep a tombstone, so clients hear 410, not 404."""
         self.storage.discard_data(info.id)
         self.storage.save(info.with_(extra={**info.extra, "gone": time.time()}))
+        self.quotas.release(info)
 
-    def _complete(self, info: UploadInfo) -> UploadInfo:
-        """Record completion and hand a non-partial upload to Kubernetes."""
+    def _complete(self, info: UploadInfo, consumed: tuple[str, ...] = ()) -> UploadInfo:
+        """Record completion and hand a non-partial upload to Kubernetes (``consumed``: the
+        partial uploads a final concatenation takes the bytes of, for the quotas)."""
         if info.completed_at is None:
             self.storage.persist_data(info.id)  # on the disk before anything counts it as finished
         info = info.with_(completed_at=info.completed_at or time.time())
@@ -109,6 +113,7 @@ class Uploads:
             if self.handover.create(info, self.storage.relpath(info.id)):
                 info = info.with_(handed_over=True)
         self.storage.save(info)
+        self.quotas.track(info, consumed)
         return info
 
     def retry_handover(self, info: UploadInfo) -> UploadInfo:
@@ -145,7 +150,8 @@ class Uploads:
             raise TusError(413, "the body is longer than Upload-Length")
         if body is not None and body.content_length is not None and body.content_length > self.max_size:
             raise TusError(413, "the body exceeds Tus-Max-Size")
-        self.storage.create(info)
+        with self.quotas.reserving(info, body.content_length if body is not None else None):
+            self.storage.create(info)
         if body is None:
             if info.complete:  # zero-length upload: complete at creation
                 info = self._complete(info)
@@ -197,7 +203,7 @@ class Uploads:
                 partial_urls=tuple(upload_url(pid) for pid in ids),
             )
             self.storage.concatenate(final, parts)
-            final = self._complete(final)
+            final = self._complete(final, consumed=tuple(ids))
             for pid in ids:  # consumed: the final holds the bytes now
                 self.storage.delete(pid)
             return final, True
@@ -224,7 +230,9 @@ class Uploads:
             info = self.get(upload_id, tenant)
             plan = plan_patch(info, offset=offset, new_length=new_length,
                               content_length=body.content_length, max_size=self.max_size, now=time.time())
-            return self._append(info, plan, body, held, stop)
+            with self.quotas.patching(info, plan, body.content_length,
+                                      lambda: self.storage.load(upload_id)) as plan:
+                return self._append(info, plan, body, held, stop)
 
     def _append(self, info: UploadInfo, plan: PatchPlan, body: Body, held: HeldLock,
                 stop: threading.Event) -> PatchOutcome:
@@ -240,7 +248,7 @@ class Uploads:
             current[0] = current[0].with_(offset=plan.start + received, expires_at=time.time() + self.expiry)
             writer.commit(current[0].offset, current[0].expires_at)
 
-        reader = open_body(body.stream, self.config.read_timeout)
+        reader = open_body(body.stream, self.config)
         try:
             result = receive(reader, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
                              commit_bytes=self.config.commit_bytes, checksum=body.checksum, stop=stop,
@@ -281,6 +289,7 @@ class Uploads:
                 if not self.handover.delete(upload_id):
                     raise TusError(503, "could not delete the upload's video; retry shortly", {"Retry-After": "5"})
             self.storage.delete(upload_id)
+            self.quotas.release(info)
 
 
 class _LockLost(Exception):
