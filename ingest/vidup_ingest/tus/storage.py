@@ -38,6 +38,7 @@ from typing import Protocol, runtime_checkable
 
 from vidup.storage_layout import UPLOADS, resolve, upload_relpath
 from vidup_ingest.config import FsyncPolicy
+from vidup_ingest.tus import writeback
 from vidup_ingest.tus.headers import is_upload_id
 from vidup_ingest.tus.protocol import UploadInfo
 
@@ -79,36 +80,20 @@ class Storage(Protocol):
     def relpath(self, upload_id: str) -> str: ...
 
 
-#: Under ``complete`` and ``always``, writeback of received bytes is started every this many.
-WRITEBACK_BYTES = 8 << 20
-#: Under ``complete``, a commit waits for the disk once this much arrived since the last sync.
-SYNC_BYTES = 32 << 20
-
-
 def _write_offset_record(fd: int, offset: int, expires_at: float, sync: bool) -> None:
     os.pwrite(fd, _OFFSET_RECORD.pack(offset, expires_at), 0)
     if sync:
         os.fdatasync(fd)
 
 
-def _writeback_and_drop(fd: int, start: int, end: int) -> None:
-    """POSIX_FADV_DONTNEED over ``[start, end)``: starts writeback of the dirty pages there
-    (without waiting) and drops the pages that are already clean."""
-    if end > start:
-        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
-
-
 class LocalWriter:
     """Appends to the data file at the committed offset with plain ``os.write`` calls.
 
-    Unless the policy is ``never``, an upload does not pile up in the page cache: every
-    ``WRITEBACK_BYTES`` the newest bytes are sent to the disk and what has reached it since the
-    last sync is dropped (what is still in flight is dropped at a later step, or after the next
-    sync, when all of it is clean). Why: a video is written once and read later by a worker
-    (usually on another node), so caching it buys nothing, while in Kubernetes the page cache is
-    charged to the ingest pod's memory limit; and reusing the same few pages is faster than taking
-    fresh ones (on a VM, a fresh page can cost a host fault: ``dd`` of 1 GiB into the page cache took
-    0.2 s of system time into recycled pages and 1.3-1.7 s into pages free for a few seconds).
+    Unless the policy is ``never``, received bytes stream to the disk as they arrive and leave the
+    page cache once written (:mod:`~vidup_ingest.tus.writeback`): an upload keeps at most a window
+    of a few tens of MiB cached, and the disk works while the network does. Under ``complete`` no
+    commit waits for the disk (the one ``fdatasync`` comes at completion, in ``persist_data``, and
+    finds little left to write); under ``always`` every commit does.
     """
 
     def __init__(self, path: Path, offset_path: Path, offset: int, fsync: FsyncPolicy) -> None:
@@ -123,10 +108,7 @@ class LocalWriter:
             raise
         self._pos = offset
         self._fsync = fsync
-        #: writeback was started up to ``_flushed``; before ``_cached_from`` nothing is cached
-        #: (earlier requests since their last sync may have left some: they are dropped too)
-        self._flushed = self._synced = offset
-        self._cached_from = max(0, offset - SYNC_BYTES)
+        self._writeback = writeback.StreamingWriteback(self._fd, offset) if fsync != "never" else None
 
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
@@ -141,25 +123,16 @@ class LocalWriter:
         return n
 
     def _advance(self, n: int) -> None:
-        """Count ``n`` written bytes; start a writeback step when enough have piled up."""
         self._pos += n
-        if self._fsync != "never" and self._pos - self._flushed >= WRITEBACK_BYTES:
-            self._writeback_step()
-
-    def _writeback_step(self) -> None:
-        _writeback_and_drop(self._fd, self._cached_from, self._pos)
-        self._flushed = self._pos
+        if self._writeback is not None:
+            self._writeback.advance(self._pos)
 
     def commit(self, offset: int, expires_at: float) -> None:
         always = self._fsync == "always"
-        if always or (self._fsync == "complete" and self._pos - self._synced >= SYNC_BYTES):
-            # Under "complete" too, a long body is flushed in steps, so the dirty data behind
-            # it, and the wait at completion, stay bounded.
+        if always:
             os.fdatasync(self._fd)
-            _writeback_and_drop(self._fd, self._cached_from, self._pos)  # all clean now
-            self._synced = self._flushed = self._cached_from = self._pos
-        elif self._fsync == "complete" and self._pos > self._flushed:
-            self._writeback_step()
+            assert self._writeback is not None
+            self._writeback.synced(self._pos)
         _write_offset_record(self._offset_fd, offset, expires_at, always)
 
     def close(self) -> None:
@@ -226,7 +199,7 @@ class LocalStorage:
         fd = os.open(self._data(upload_id), os.O_RDONLY)
         try:
             os.fdatasync(fd)
-            _writeback_and_drop(fd, 0, os.fstat(fd).st_size)  # clean now; see LocalWriter
+            writeback.drop(fd, 0, os.fstat(fd).st_size)  # clean now; see LocalWriter
         finally:
             os.close(fd)
 
