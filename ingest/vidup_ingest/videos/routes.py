@@ -20,8 +20,10 @@ Routes (tenant-scoped with the upload API's auth, ``vidup_ingest.gateway.auth``:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ MAX_PAGE = 500
 WATCH_SECONDS = 20
 #: WebSocket pings keep proxies from closing an idle connection while a video waits in the queue.
 PING_SECONDS = 25
+#: Seconds a client has to answer the server's WebSocket close frame.
+CLOSE_WAIT_SECONDS = 2
 
 CONTENT_TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -254,10 +258,21 @@ class _WebSocketDone(Response):
 @blueprint.route("/<video_id>/events", methods=["GET"], websocket=True)
 def events_websocket(video_id: str) -> Response:
     from simple_websocket import ConnectionClosed, Server  # type: ignore[import-untyped]
+    from simple_websocket.errors import SimpleWebsocketError  # type: ignore[import-untyped]
+    from wsproto.events import RejectConnection
+    from wsproto.utilities import ProtocolError
 
     obj = _events_video(video_id)  # errors are plain HTTP answers, before the handshake
     store = _store()
-    ws = Server(request.environ, ping_interval=PING_SECONDS)
+    try:
+        ws = Server(request.environ, ping_interval=PING_SECONDS)
+    except (ProtocolError, SimpleWebsocketError, ValueError) as exc:
+        # A handshake wsproto refuses (no key, another version, a malformed extension): nothing
+        # was sent yet, so the answer is still plain HTTP, with the status wsproto suggests.
+        hint = getattr(exc, "event_hint", None)
+        status = hint.status_code if isinstance(hint, RejectConnection) else 400
+        raise TusError(status, f"bad WebSocket handshake: {exc}",
+                       {"Sec-WebSocket-Version": "13"} if status == 426 else {}) from None
     try:
         for kind, doc in updates(store, video_id, obj):
             if not ws.connected:
@@ -267,14 +282,28 @@ def events_websocket(video_id: str) -> Response:
             elif kind == "deleted":
                 ws.send(json.dumps({"id": video_id, "deleted": True}))
         ws.close(reason=1000, message="done")
-    except ConnectionClosed:
+    except (ConnectionClosed, OSError):  # the client went; its reader thread may have closed the socket
         pass
     except TusError as exc:
         log.warning("events for %s stopped: %s", video_id, exc.message)
-        ws.close(reason=1011, message=exc.message[:100])
+        with contextlib.suppress(ConnectionClosed, OSError):  # the client may be gone too
+            ws.close(reason=1011, message=exc.message[:100])
+    _wait_closed(ws)
     done = _WebSocketDone()
     done.mode = ws.mode
     return done
+
+
+def _wait_closed(ws: Any) -> None:
+    """Return the connection to the server only once the socket is closed: simple_websocket's
+    reader thread closes it when the closing handshake ends, and a server that went on to close (or
+    poll) the same socket meanwhile would race it (its file descriptor gets reused). A client that
+    does not answer the close frame within ``CLOSE_WAIT_SECONDS`` is cut off."""
+    ws.thread.join(CLOSE_WAIT_SECONDS)
+    if ws.thread.is_alive():
+        with contextlib.suppress(OSError):
+            ws.sock.shutdown(socket.SHUT_RDWR)  # the reader sees the end and closes the socket
+        ws.thread.join(CLOSE_WAIT_SECONDS)
 
 
 @blueprint.route("/<video_id>/events", methods=["GET"])
