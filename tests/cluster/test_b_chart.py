@@ -231,7 +231,9 @@ def _processing(cluster: Cluster, key: str, tmp: Path, seconds: int = 40) -> str
 
 def _completed_once(cluster: Cluster, name: str) -> None:
     wait_for(lambda: video_phase(cluster, name) in ("Completed", "Failed"), 900, f"{name} to finish", interval=1)
-    assert video_phase(cluster, name) == "Completed"
+    status = _json(cluster, "get", "videotranscode", name).get("status", {})
+    events = kubectl(cluster, "-n", NS, "get", "events", "--field-selector", f"involvedObject.name={name}").stdout
+    assert status.get("phase") == "Completed", (status, events)
     files = outputs(cluster, name)
     assert files.count("master.m3u8") == 1, files
     playlists = [f for f in files if f.endswith(".m3u8") and f != "master.m3u8"]
