@@ -11,9 +11,9 @@ APT_PACKAGES := ffmpeg redis-server docker.io debootstrap iptables conntrack ipr
 	chromium fonts-liberation
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install apt-packages python-env js-clients webapp controlplane node lint test demo clean
+.PHONY: install apt-packages python-env js-clients webapp controlplane node s3server lint test demo clean
 
-install: apt-packages python-env js-clients webapp controlplane node
+install: apt-packages python-env js-clients webapp controlplane node s3server
 
 apt-packages:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -55,6 +55,10 @@ controlplane: python-env
 # CNI plugins, CoreDNS, Traefik), built the same way once per machine (cached).
 node: controlplane apt-packages
 	$(BIN)/vidup build --node
+
+# SeaweedFS, the local S3 server of `vidup up --storage s3` and the S3 tests, built the same way.
+s3server: python-env
+	$(BIN)/vidup build --s3
 
 lint: python-env
 	$(BIN)/ruff check .

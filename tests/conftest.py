@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
 from vidup.localstack.redis_server import RedisServer
+from vidup.localstack.s3_server import S3Server
 from vidup.localstack.stack import Stack
 
 
@@ -29,6 +30,15 @@ def redis_server(session_run_dir: Path) -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def s3_server(session_run_dir: Path) -> Iterator[S3Server]:
+    """One real S3 server (SeaweedFS, as `vidup up --storage s3` runs it) for the session; tests
+    isolate themselves with unique key prefixes (``S3Blobs(..., prefix=...)``)."""
+    server = S3Server(session_run_dir / "s3-standalone").start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from vidup import upload_client
 from vidup.localcluster import cluster as local_cluster
 from vidup.localstack import binaries
 from vidup.localstack.stack import ALL_COMPONENTS, Stack, default_runs_root, read_state, stop_from_state
+from vidup.settings import STORAGE_KINDS
 
 
 def _current_pointer() -> Path:
@@ -33,7 +34,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir) if args.run_dir else default_runs_root() / time.strftime("%Y%m%d-%H%M%S")
     components = tuple(c for c in ALL_COMPONENTS if c not in (args.without or []))
     print(f"vidup: starting the local stack; logs in {run_dir}/logs", file=sys.stderr, flush=True)
-    stack = Stack(run_dir, workers=args.workers, components=components).start()
+    stack = Stack(run_dir, workers=args.workers, components=components, storage=args.storage).start()
     _current_pointer().parent.mkdir(parents=True, exist_ok=True)
     _current_pointer().write_text(str(run_dir))
     print(f"vidup: ready. run directory: {run_dir}", file=sys.stderr)
@@ -88,6 +89,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    if args.s3:
+        print(f"weed: {binaries.build_s3(force=args.force)}")
+        return 0
     if args.node:
         tools: object = binaries.build_node(force=True) if args.force else binaries.ensure_node()
     else:
@@ -150,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workers", type=int, default=2, help="FFmpeg worker processes (default 2)")
     up.add_argument("--run-dir", help="where logs and state go (default: a new dir under the cache)")
     up.add_argument("--without", action="append", choices=ALL_COMPONENTS, help="leave a component out")
+    up.add_argument("--storage", choices=STORAGE_KINDS, default="file",
+                    help="file: the run's storage directory (default); s3: a local SeaweedFS bucket")
     up.set_defaults(func=cmd_up)
 
     env = sub.add_parser("env", help='print export lines for the running stack: eval "$(vidup env)"')
@@ -164,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even if cached")
     build.add_argument("--node", action="store_true",
                        help="also the node: kubelet, kube-proxy, containerd, runc, CNI, CoreDNS, Traefik")
+    build.add_argument("--s3", action="store_true", help="only SeaweedFS, the local S3 server (`up --storage s3`)")
     build.set_defaults(func=cmd_build)
 
     cluster = sub.add_parser("cluster", help="a real one-node Kubernetes cluster as local processes")

@@ -31,14 +31,39 @@ def env_bool(name: str, default: bool) -> bool:
     return raw.lower() in ("1", "true", "yes", "on") if raw else default
 
 
+STORAGE_KINDS = ("file", "s3")
+
+
+def _storage_kind(raw: str) -> str:
+    kind = raw.strip().lower() or "file"
+    if kind not in STORAGE_KINDS:
+        raise ValueError(f"VIDUP_STORAGE must be one of {', '.join(STORAGE_KINDS)}, not {raw!r}")
+    return kind
+
+
 @dataclass(frozen=True)
 class Settings:
     """One place for every knob; see README "Configuration" for the table of variables."""
 
     #: VIDUP_REDIS_URL: queues, progress, locks and rate limits.
     redis_url: str = "redis://127.0.0.1:6379/0"
-    #: VIDUP_STORAGE_DIR: the shared volume holding uploads/ and outputs/.
+    #: VIDUP_STORAGE: where uploads and outputs live: "file" (the shared volume at
+    #: VIDUP_STORAGE_DIR) or "s3" (a bucket of any S3-compatible store; see vidup.storage).
+    storage: str = "file"
+    #: VIDUP_STORAGE_DIR: the shared volume holding uploads/ and outputs/ (storage "file"); with
+    #: "s3" a scratch directory for nothing that must outlive a process.
     storage_dir: Path = Path("/var/lib/vidup")
+    #: VIDUP_S3_ENDPOINT: the S3 API's URL ("" = AWS itself). Credentials come from the standard
+    #: AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...), never from VIDUP_*.
+    s3_endpoint: str = ""
+    #: VIDUP_S3_REGION: the bucket's region.
+    s3_region: str = "us-east-1"
+    #: VIDUP_S3_BUCKET: the bucket holding uploads/ and outputs/ (storage "s3").
+    s3_bucket: str = ""
+    #: VIDUP_S3_PREFIX: a key prefix inside the bucket, e.g. "vidup/" to share a bucket.
+    s3_prefix: str = ""
+    #: VIDUP_S3_PATH_STYLE: path-style URLs (endpoint/bucket/key), which most self-hosted stores need.
+    s3_path_style: bool = True
     #: VIDUP_NAMESPACE: where VideoTranscode resources are created and watched.
     namespace: str = "default"
     #: VIDUP_QUEUE: the RQ queue transcode jobs go to.
@@ -72,7 +97,13 @@ class Settings:
         d = cls()
         return cls(
             redis_url=_env("VIDUP_REDIS_URL", d.redis_url),
+            storage=_storage_kind(_env("VIDUP_STORAGE", d.storage)),
             storage_dir=Path(_env("VIDUP_STORAGE_DIR", str(d.storage_dir))),
+            s3_endpoint=_env("VIDUP_S3_ENDPOINT", d.s3_endpoint),
+            s3_region=_env("VIDUP_S3_REGION", d.s3_region),
+            s3_bucket=_env("VIDUP_S3_BUCKET", d.s3_bucket),
+            s3_prefix=_env("VIDUP_S3_PREFIX", d.s3_prefix),
+            s3_path_style=env_bool("VIDUP_S3_PATH_STYLE", d.s3_path_style),
             namespace=_env("VIDUP_NAMESPACE", d.namespace),
             queue=_env("VIDUP_QUEUE", d.queue),
             max_upload_size=env_int("VIDUP_MAX_UPLOAD_SIZE", d.max_upload_size),
@@ -91,7 +122,9 @@ class Settings:
     def to_env(self) -> dict[str, str]:
         """The inverse of :meth:`from_env`, used to hand settings to child processes."""
         names = {
-            "redis_url": "VIDUP_REDIS_URL", "storage_dir": "VIDUP_STORAGE_DIR",
+            "redis_url": "VIDUP_REDIS_URL", "storage": "VIDUP_STORAGE", "storage_dir": "VIDUP_STORAGE_DIR",
+            "s3_endpoint": "VIDUP_S3_ENDPOINT", "s3_region": "VIDUP_S3_REGION", "s3_bucket": "VIDUP_S3_BUCKET",
+            "s3_prefix": "VIDUP_S3_PREFIX", "s3_path_style": "VIDUP_S3_PATH_STYLE",
             "namespace": "VIDUP_NAMESPACE", "queue": "VIDUP_QUEUE",
             "max_upload_size": "VIDUP_MAX_UPLOAD_SIZE",
             "upload_expiry_seconds": "VIDUP_UPLOAD_EXPIRY_SECONDS",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from vidup import storage_layout
+from vidup.storage import layout as storage_layout
 
 
 def output_dir(storage_dir: Path, video_id: str) -> Path:

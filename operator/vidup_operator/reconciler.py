@@ -17,8 +17,8 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
-from vidup import storage_layout
 from vidup.resource import VideoSpec
+from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import TranscodeRequest, job_id_for
 from vidup_operator.config import OperatorConfig
 from vidup_operator.decisions import Decision, JobCommand, JobView, Observation, decide, needs_work, pending_patch

@@ -25,7 +25,7 @@ from tusclient import client as tus_client
 from vidup.localstack import binaries
 from vidup.localstack.stack import Stack
 from vidup.resource import GROUP, PLURAL, VERSION
-from vidup.storage_layout import output_relpath, upload_relpath
+from vidup.storage.layout import output_relpath, upload_relpath
 
 pytestmark = pytest.mark.slow
 

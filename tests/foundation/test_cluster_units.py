@@ -27,7 +27,8 @@ replace (
 
 
 def test_traefik_scratch_module_repeats_its_replace_lines() -> None:
-    text = binaries.traefik_go_mod(TRAEFIK_GO_MOD)
+    text = binaries.command_go_mod("traefik", binaries.TRAEFIK_MODULE, binaries.TRAEFIK_VERSION,
+                                   "github.com/traefik/traefik/v3/cmd/traefik", TRAEFIK_GO_MOD)
     assert f"require github.com/traefik/traefik/v3 {binaries.TRAEFIK_VERSION}" in text
     assert "\tgithub.com/gorilla/mux => github.com/containous/mux v0.0.0-20250523120546-41b6ec3aed59" in text
     assert text.count("=>") == 2

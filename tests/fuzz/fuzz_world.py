@@ -17,7 +17,7 @@ from ingest_support import OCTET, TUS, Ingest
 from kubernetes import client
 
 from vidup.resource import GROUP, PLURAL, VERSION
-from vidup.storage_layout import output_relpath
+from vidup.storage.layout import output_relpath
 
 #: Files of a finished video's HLS output (what a worker writes), relative to its directory.
 HLS_FILES = {

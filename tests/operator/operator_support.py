@@ -27,7 +27,7 @@ from vidup.localstack.processes import ManagedProcess
 from vidup.localstack.redis_server import RedisServer
 from vidup.localstack.stack import Stack
 from vidup.resource import GROUP, PLURAL, VERSION, VideoSpec, VideoTranscodeObject
-from vidup.storage_layout import upload_relpath
+from vidup.storage.layout import upload_relpath
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from kubernetes import client
 
 from vidup.localstack.processes import ManagedProcess
 from vidup.resource import GROUP, PLURAL, VERSION, VideoSpec, VideoTranscodeObject
-from vidup.storage_layout import output_relpath, upload_relpath
+from vidup.storage.layout import output_relpath, upload_relpath
 
 
 @dataclass

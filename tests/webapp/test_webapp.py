@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Page, Request, Response, expect
 from webapp_support import MAX_UPLOAD
 
 from vidup.localstack.stack import Stack
-from vidup.storage_layout import upload_relpath
+from vidup.storage.layout import upload_relpath
 
 pytestmark = pytest.mark.slow
 

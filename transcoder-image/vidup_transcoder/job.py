@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
-from vidup import storage_layout
 from vidup.settings import Settings
+from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import (
     REASON_INVALID_MEDIA,
     RenditionResult,

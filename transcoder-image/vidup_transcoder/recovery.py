@@ -19,7 +19,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import current_timestamp
 
-from vidup import storage_layout
+from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import JOB_FUNCTION
 from vidup_transcoder import staging
 

@@ -29,6 +29,9 @@ RUNC_VERSION = "v1.4.4"
 CNI_PLUGINS_VERSION = "v1.10.0"
 COREDNS_VERSION = "v1.15.0"
 TRAEFIK_VERSION = "v3.6.12"
+#: SeaweedFS publishes no tagged module versions; this is the pseudo-version of its 4.53 release.
+SEAWEEDFS_VERSION = "v0.0.0-20261109003541-7506e5f91cd6"
+SEAWEEDFS_MODULE = "github.com/seaweedfs/seaweedfs"
 
 _STAGING_REPLACE = re.compile(r"^\s*(k8s\.io/[\w.-]+)\s*=>\s*\./staging/", re.MULTILINE)
 _REPLACE_BLOCK = re.compile(r"^replace \((.*?)^\)", re.MULTILINE | re.DOTALL)
@@ -172,14 +175,29 @@ def scratch_go_mod(kubernetes_go_mod: str) -> str:
     return "\n".join(lines)
 
 
-def traefik_go_mod(traefik_go_mod_text: str) -> str:
-    """A go.mod that builds Traefik: require it and repeat its own replace lines."""
+def command_go_mod(name: str, module: str, version: str, command: str, module_go_mod_text: str) -> str:
+    """A go.mod that builds a module's command: require the module and repeat its own replace lines
+    (``go install pkg@version`` refuses modules that have any)."""
     return "\n".join([
-        "module vidup.local/traefik", "", "go 1.25", "",
-        f"require {TRAEFIK_MODULE} {TRAEFIK_VERSION}", "",
-        "replace (", *(f"\t{line}" for line in replace_lines(traefik_go_mod_text)), ")", "",
-        "tool github.com/traefik/traefik/v3/cmd/traefik", "",
+        f"module vidup.local/{name}", "", "go 1.25", "",
+        f"require {module} {version}", "",
+        "replace (", *(f"\t{line}" for line in replace_lines(module_go_mod_text)), ")", "",
+        f"tool {command}", "",
     ])
+
+
+def _build_command(path: Path, name: str, module: str, version: str, command: str, env: dict[str, str]) -> None:
+    """Build one command of a module with replace directives through a scratch module (cached)."""
+    work = cache_root() / f"src-{name}-{version}"
+    work.mkdir(parents=True, exist_ok=True)
+    go_mod = command_go_mod(name, module, version, command, _module_go_mod(f"{module}@{version}", work, env))
+    if not (work / "go.mod").exists() or (work / "go.mod").read_text() != go_mod:
+        (work / "go.mod").write_text(go_mod)
+        _go(["mod", "tidy"], work, env)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".partial")
+    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), command], work, env)
+    tmp.replace(path)
 
 
 def _version_ldflags() -> str:
@@ -289,17 +307,29 @@ def build_node(force: bool = False) -> NodeBinaries:
         if force or not (want.cni_dir / name).exists():
             _install(want.cni_dir / name, f"github.com/containernetworking/plugins/{sub}@{CNI_PLUGINS_VERSION}", env)
     if force or not want.traefik.exists():
-        work = cache_root() / f"src-traefik-{TRAEFIK_VERSION}"
-        work.mkdir(parents=True, exist_ok=True)
-        go_mod = traefik_go_mod(_module_go_mod(f"{TRAEFIK_MODULE}@{TRAEFIK_VERSION}", work, env))
-        if not (work / "go.mod").exists() or (work / "go.mod").read_text() != go_mod:
-            (work / "go.mod").write_text(go_mod)
-            _go(["mod", "tidy"], work, env)
-        tmp = want.traefik.with_suffix(".partial")
-        _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(tmp), f"{TRAEFIK_MODULE}/cmd/traefik"], work, env)
-        tmp.replace(want.traefik)
+        _build_command(want.traefik, "traefik", TRAEFIK_MODULE, TRAEFIK_VERSION, f"{TRAEFIK_MODULE}/cmd/traefik", env)
     _say(f"node binaries ready in {out} ({time.monotonic() - started:.0f}s)")
     return want
+
+
+def s3_binary() -> Path:
+    return cache_root() / f"bin-seaweedfs-{SEAWEEDFS_VERSION}" / "weed"
+
+
+def build_s3(force: bool = False) -> Path:
+    """SeaweedFS's ``weed`` (the local S3 server), about six minutes cold."""
+    want = s3_binary()
+    if force or not want.exists():
+        if shutil.which("go") is None:
+            raise RuntimeError("Go is required to build SeaweedFS (https://go.dev/dl/)")
+        _say(f"building SeaweedFS {SEAWEEDFS_VERSION} (the local S3 server)")
+        _build_command(want, "seaweedfs", SEAWEEDFS_MODULE, SEAWEEDFS_VERSION, f"{SEAWEEDFS_MODULE}/weed", _go_env())
+    return want
+
+
+def ensure_s3() -> Path:
+    """The local S3 server's binary, building it first if this machine has not yet."""
+    return s3_binary() if s3_binary().exists() else build_s3()
 
 
 def ensure() -> Binaries:
@@ -321,4 +351,4 @@ def ensure_node() -> NodeBinaries:
 
 
 if __name__ == "__main__":
-    ensure_node() if "--node" in sys.argv else ensure()
+    ensure_node() if "--node" in sys.argv else ensure_s3() if "--s3" in sys.argv else ensure()

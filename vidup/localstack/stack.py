@@ -1,6 +1,8 @@
 """The whole local stack, started by one piece of code for `vidup up` and for the test fixtures.
 
-Order: control plane → CRDs → Redis → ingest → operator → workers. Every process writes its log
+Order: control plane → CRDs → Redis → (S3 server) → ingest → operator → workers. With
+``storage="s3"`` a private SeaweedFS holds uploads and outputs and every component is configured
+for it; the storage directory then stays empty of both. Every process writes its log
 into ``<run dir>/logs``; ``<run dir>/stack.json`` records what runs so another process
 (`vidup env`, `vidup down`) can find and stop it.
 """
@@ -29,6 +31,7 @@ from vidup.localstack.processes import (
     wait_until,
 )
 from vidup.localstack.redis_server import RedisServer
+from vidup.localstack.s3_server import S3Server
 from vidup.settings import Settings
 
 DEMO_TENANT = "demo"
@@ -45,8 +48,11 @@ class Stack:
     components: tuple[str, ...] = ALL_COMPONENTS
     #: Extra VIDUP_* variables for every component, e.g. a faster x264 preset in tests.
     extra_env: dict[str, str] = field(default_factory=dict)
+    #: "file" (the storage directory) or "s3" (a local SeaweedFS bucket).
+    storage: str = "file"
     control_plane: ControlPlane | None = None
     redis: RedisServer | None = None
+    s3: S3Server | None = None
     processes: list[ManagedProcess] = field(default_factory=list)
     settings: Settings | None = None
     api_key: str = ""
@@ -67,8 +73,11 @@ class Stack:
             write_api_keys_file(keys_file, {DEMO_TENANT: self.api_key})
             self.settings = replace(
                 Settings.from_env(), redis_url=self.redis.url, storage_dir=storage, namespace="default",
-                api_keys_file=keys_file, token_secret=secrets.token_hex(32),
+                api_keys_file=keys_file, token_secret=secrets.token_hex(32), storage="file",
             )
+            if self.storage == "s3":
+                self.s3 = S3Server(self.run_dir).start()
+                self.settings = self.s3.settings(self.settings)
             if "ingest" in self.components:
                 self.start_ingest()
             if "operator" in self.components:
@@ -87,6 +96,7 @@ class Stack:
         assert self.settings is not None and self.control_plane is not None
         return {
             **self.settings.to_env(),
+            **(self.s3.env() if self.s3 is not None else {}),
             "KUBECONFIG": str(self.control_plane.kubeconfig),
             "PYTHONUNBUFFERED": "1",
             **self.extra_env,
@@ -141,10 +151,16 @@ class Stack:
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
     def user_env(self) -> dict[str, str]:
-        """What `vidup env` exports: kubectl and the clients point at this stack."""
+        """What `vidup env` exports: kubectl and the clients point at this stack, and the storage
+        (the directory, and with S3 the endpoint, bucket and credentials, for the aws CLI too)."""
         env = {"KUBECONFIG": str(self.kubeconfig), "VIDUP_TOKEN": self.api_key}
         if self.url:
             env["VIDUP_URL"] = self.url
+        if self.settings is not None:
+            env["VIDUP_STORAGE"] = self.settings.storage
+            env["VIDUP_STORAGE_DIR"] = str(self.settings.storage_dir)
+        if self.s3 is not None:
+            env.update(self.s3.env())
         return env
 
     # -- stop ----------------------------------------------------------------------------------
@@ -153,6 +169,8 @@ class Stack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        if self.s3 is not None:
+            self.s3.stop()
         if self.redis is not None:
             self.redis.stop()
         if self.control_plane is not None:
@@ -165,6 +183,8 @@ class Stack:
         pids = [p.pid for p in self.processes]
         if self.redis and self.redis.process:
             pids.append(self.redis.process.pid)
+        if self.s3 and self.s3.process:
+            pids.append(self.s3.process.pid)
         if self.control_plane:
             pids.extend(p.pid for p in self.control_plane.processes)
         return pids

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from vidup.soak.client import UploadRecord
-from vidup.storage_layout import MASTER_PLAYLIST
+from vidup.storage.layout import MASTER_PLAYLIST
 
 _JOB_OK = re.compile(r"Job OK\S*\s*\((vt-[^)]+)\)")
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from vidup.storage_layout import UPLOADS, resolve, upload_relpath
+from vidup.storage.layout import UPLOADS, resolve, upload_relpath
 from vidup_ingest.config import FsyncPolicy
 from vidup_ingest.tus import writeback
 from vidup_ingest.tus.headers import is_upload_id

@@ -33,9 +33,9 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.security import safe_join
 
-from vidup import storage_layout
 from vidup.resource import is_valid_name
 from vidup.settings import Settings
+from vidup.storage import layout as storage_layout
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway.auth import check_owner, require_tenant
 from vidup_ingest.gateway.ratelimit import RateLimits
