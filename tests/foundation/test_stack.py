@@ -80,3 +80,34 @@ def test_cli_up_detach_env_down(tmp_path: Path) -> None:
     groups = _descendants(state["pids"])
     assert groups == []
     assert not (run_dir / "stack.json").exists()
+
+
+def test_cli_up_storage_s3_exports_the_bucket_and_down_stops_the_s3_server(tmp_path: Path) -> None:
+    """`vidup up --storage s3` runs a real S3 server; `vidup env` hands its endpoint, bucket and
+    credentials (AWS_* as every S3 tool reads them) to a shell, and `vidup down` stops it too."""
+    env = {**os.environ, "VIDUP_CACHE_DIR": str(binaries.cache_root()), "HOME": str(tmp_path)}
+    run_dir = tmp_path / "run"
+    up = _vidup("up", "--detach", "--storage", "s3", "--without", "operator", "--without", "worker",
+                "--run-dir", str(run_dir), env=env)
+    assert up.returncode == 0, up.stderr
+    state = read_state(run_dir)
+    try:
+        exported = _vidup("env", "--run-dir", str(run_dir), env=env)
+        assert exported.returncode == 0, exported.stderr
+        values = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
+                      for line in exported.stdout.splitlines())
+        assert values["VIDUP_STORAGE"] == "s3"
+        assert values["VIDUP_S3_BUCKET"] and values["VIDUP_S3_ENDPOINT"].startswith("http://127.0.0.1:")
+        assert values["VIDUP_STORAGE_DIR"] == str(run_dir / "storage")
+        assert values["AWS_ACCESS_KEY_ID"] and values["AWS_SECRET_ACCESS_KEY"]
+        # The exported variables alone reach the bucket, through the code every component uses.
+        probe = ("from vidup.settings import Settings; from vidup.storage import open_blobs; "
+                 "b = open_blobs(Settings.from_env()); b.put_bytes('probe', b'ok'); print(b.read_bytes('probe'))")
+        shell = f"{exported.stdout}\n{shlex.quote(sys.executable)} -c {shlex.quote(probe)}"
+        out = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env, check=True).stdout
+        assert out.strip() == "b'ok'"
+        assert "s3.log" in {p.name for p in (run_dir / "logs").iterdir()}
+    finally:
+        down = _vidup("down", "--run-dir", str(run_dir), env=env)
+    assert down.returncode == 0, down.stderr
+    assert _descendants(state["pids"]) == []
