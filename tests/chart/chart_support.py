@@ -27,6 +27,8 @@ VALUE_SETS = {
     "defaults": [],
     "external-redis": ["redis.enabled=false", "externalRedis.existingSecret=managed-redis"],
     "existing-claim-and-secret": ["storage.existingClaim=shared-videos", "auth.existingSecret=vidup-keys"],
+    "s3": ["storage.type=s3", "storage.s3.bucket=videos", "storage.s3.endpoint=http://seaweedfs:8333",
+           "storage.s3.existingSecret=vidup-s3"],
     "autoscaling-and-httproute": ["worker.autoscaling.enabled=true", "httpRoute.enabled=true",
                                   "httpRoute.parentRefs[0].name=traefik", "httpRoute.parentRefs[0].namespace=traefik",
                                   "ingress.enabled=false"],

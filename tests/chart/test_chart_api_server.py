@@ -1,7 +1,7 @@
-"""The chart against a real API server (the session's etcd + kube-apiserver, RBAC on): five value
-sets are accepted in a server-side dry run, the RBAC objects grant each ServiceAccount exactly what
-its component needs, and a real install keeps its generated key and token secret across upgrades
-and leaves nothing behind on uninstall. On a real node: tests/cluster."""
+"""The chart against a real API server (the session's etcd + kube-apiserver, RBAC on): six value
+sets (S3 storage among them) are accepted in a server-side dry run, the RBAC objects grant each
+ServiceAccount exactly what its component needs, and a real install keeps its generated key and
+token secret across upgrades and leaves nothing behind on uninstall. On a real node: tests/cluster."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The chart, statically: lint, the schema refuses bad values at every level, every object is
 labelled and every pod locked down, RBAC is exactly what the README lists, the Secret holds only
-digests, the settings reach every component, autoscaling renders one scaler, and both READMEs
+digests, the settings reach every component, S3 storage mounts no shared volume and needs a bucket
+and a Secret while file storage renders as before, autoscaling renders one scaler, and both READMEs
 carry the values table the schema defines. Against a real API server: test_chart_api_server.py;
 on a real node: tests/cluster."""
 
@@ -91,6 +92,15 @@ def test_helm_lint_strict() -> None:
     # a tenant goes into spec.tenant, which the CRD requires to be a DNS label
     (["auth.apiKeys[0].tenant=Acme", "auth.apiKeys[0].key=vk_0123456789abcdef"], "/auth/apiKeys/0/tenant"),
     (["auth.apiKeys[0].tenant=acme", "auth.apiKeys[0].key=short"], "/auth/apiKeys/0/key"),
+    # storage: the kind, the bucket's settings, and none of them around the chart through config
+    (["storage.type=nfs"], "/storage/type"),
+    (["storage.s3.bucket_name=videos"], "bucket_name"),
+    (["storage.s3.endpoint=seaweedfs:8333"], "/storage/s3/endpoint"),
+    (["storage.s3.pathStyle=yes"], "/storage/s3/pathStyle"),
+    (["storage.s3.prefix=/vidup"], "/storage/s3/prefix"),
+    (["worker.scratch.sizeLimit=20GB"], "/worker/scratch/sizeLimit"),
+    (["config.VIDUP_STORAGE=s3"], "VIDUP_STORAGE"),
+    (["config.VIDUP_S3_BUCKET=videos"], "VIDUP_S3_BUCKET"),
 ])
 def test_schema_rejects_wrong_types_and_unknown_keys(values: list[str], complaint: str) -> None:
     args = [arg for pair in values for arg in ("--set", pair)]
@@ -328,6 +338,86 @@ def test_existing_claim_and_secret_replace_the_charts_own() -> None:
     assert token["valueFrom"]["secretKeyRef"] == {"name": "vidup-keys", "key": "api-key"}
 
 
+S3_SETS = VALUE_SETS["s3"]
+
+
+def test_s3_storage_mounts_no_shared_volume_and_gives_every_component_the_bucket() -> None:
+    objects = render(*S3_SETS, "storage.s3.prefix=vidup/", "storage.s3.pathStyle=false",
+                     "storage.s3.accessKeyIdKey=access-key", "storage.s3.secretAccessKeyKey=secret-key",
+                     "worker.scratch.sizeLimit=50Gi", "volumePermissions.enabled=true",
+                     "config.VIDUP_X264_PRESET=faster",
+                     "worker.extraEnv[0].name=AWS_CA_BUNDLE", "worker.extraEnv[0].value=/etc/ssl/store.pem")
+    # no claim: the only PVCs are Redis' own (a StatefulSet's volumeClaimTemplates)
+    assert not _by_kind(objects, "PersistentVolumeClaim")
+    # nothing runs as root: the chown init container is for a shared volume, and there is none
+    assert all("initContainers" not in spec for _, spec in _pod_specs(objects))
+    secret_ref = {"name": "vidup-s3"}
+    for component in VIDUP_COMPONENTS:
+        spec = _component(objects, "Deployment", component)["spec"]["template"]["spec"]
+        assert not [v for v in spec["volumes"] if "persistentVolumeClaim" in v], component
+        container = spec["containers"][0]
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        scratch = {v["name"]: v for v in spec["volumes"]}[mounts["/var/lib/vidup"]]
+        assert scratch == {"name": "scratch",
+                           "emptyDir": {"sizeLimit": "50Gi" if component == "worker" else "1Gi"}}, component
+        env = {e["name"]: e for e in container["env"]}
+        assert len(env) == len(container["env"]), f"{component}: duplicate env names"
+        values = {name: e.get("value") for name, e in env.items()}
+        assert values["VIDUP_STORAGE"] == "s3" and values["VIDUP_STORAGE_DIR"] == "/var/lib/vidup"
+        assert values["VIDUP_S3_ENDPOINT"] == "http://seaweedfs:8333" and values["VIDUP_S3_REGION"] == "us-east-1"
+        assert values["VIDUP_S3_BUCKET"] == "videos" and values["VIDUP_S3_PREFIX"] == "vidup/"
+        assert values["VIDUP_S3_PATH_STYLE"] == "false"
+        assert env["AWS_ACCESS_KEY_ID"]["valueFrom"] == {"secretKeyRef": {**secret_ref, "key": "access-key"}}
+        assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == {"secretKeyRef": {**secret_ref, "key": "secret-key"}}
+        assert values["VIDUP_X264_PRESET"] == "faster"
+        assert ("AWS_CA_BUNDLE" in env) == (component == "worker")  # other AWS_* settings pass through
+        # the same locked-down pod: read-only root, writable only /tmp and the scratch
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+        assert spec["securityContext"]["fsGroup"] == 10001
+    # the defaults: AWS's own endpoint, path-style URLs, the standard key names
+    defaults = render("storage.type=s3", "storage.s3.bucket=videos", "storage.s3.existingSecret=vidup-s3")
+    env = {e["name"]: e for e in _container(defaults, "worker")["env"]}
+    assert env["VIDUP_S3_ENDPOINT"]["value"] == "" and env["VIDUP_S3_PATH_STYLE"]["value"] == "true"
+    assert env["AWS_ACCESS_KEY_ID"]["valueFrom"]["secretKeyRef"] == {**secret_ref, "key": "AWS_ACCESS_KEY_ID"}
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["key"] == "AWS_SECRET_ACCESS_KEY"
+    worker = _component(defaults, "Deployment", "worker")["spec"]["template"]["spec"]
+    assert {v["name"]: v for v in worker["volumes"]}["scratch"]["emptyDir"] == {"sizeLimit": "40Gi"}
+
+
+@pytest.mark.parametrize(("values", "complaint"), [
+    (["storage.type=s3", "storage.s3.existingSecret=vidup-s3"],
+     "storage.s3.bucket is required when storage.type is s3"),
+    (["storage.type=s3", "storage.s3.bucket=videos"],
+     "storage.s3.existingSecret (a Secret with the bucket's access key pair) is required when storage.type is s3"),
+    ([*S3_SETS, "ingest.extraEnv[0].name=VIDUP_STORAGE", "ingest.extraEnv[0].value=file"],
+     "ingest.extraEnv must not set VIDUP_STORAGE"),
+    ([*S3_SETS, "operator.extraEnv[0].name=AWS_SECRET_ACCESS_KEY", "operator.extraEnv[0].value=x"],
+     "operator.extraEnv must not set AWS_SECRET_ACCESS_KEY"),
+    (["worker.extraEnv[0].name=VIDUP_S3_BUCKET", "worker.extraEnv[0].value=videos"],
+     "worker.extraEnv must not set VIDUP_S3_BUCKET"),
+])
+def test_s3_needs_a_bucket_and_a_secret_and_storage_is_the_charts_own(values: list[str], complaint: str) -> None:
+    done = helm("template", "vidup", str(CHART), *[arg for pair in values for arg in ("--set", pair)], check=False)
+    assert done.returncode != 0
+    assert complaint in done.stderr
+
+
+def test_file_storage_renders_as_before_and_ignores_the_s3_keys() -> None:
+    # the generated Secret's values are random per render: an existing one keeps renders comparable
+    fixed = "auth.existingSecret=vidup-keys"
+    objects = render(fixed)
+    assert render(fixed, "storage.type=file") == objects
+    assert render(fixed, "storage.s3.bucket=videos", "storage.s3.existingSecret=vidup-s3",
+                  "worker.scratch.sizeLimit=50Gi") == objects
+    for component in VIDUP_COMPONENTS:
+        names = {e["name"] for e in _container(objects, component)["env"]}
+        assert not {n for n in names if n.startswith(("VIDUP_S3_", "AWS_"))} and "VIDUP_STORAGE" not in names
+        volumes = _component(objects, "Deployment", component)["spec"]["template"]["spec"]["volumes"]
+        assert {v["name"] for v in volumes} == {"storage", "tmp"} | ({"auth"} if component == "ingest" else set())
+    # extraEnv may set AWS_* with the shared volume: the chart sets none there
+    render("worker.extraEnv[0].name=AWS_ACCESS_KEY_ID", "worker.extraEnv[0].value=x")
+
+
 def test_external_redis_replaces_the_bundled_one() -> None:
     objects = render("redis.enabled=false", "externalRedis.url=redis://redis.example:6379/3")
     assert not _by_kind(objects, "StatefulSet")
@@ -456,7 +546,7 @@ def test_helm_test_uploads_a_generated_video_and_waits() -> None:
     assert env["HOME"]["value"].startswith("/tmp") and env["VIDUP_CACHE_DIR"]["value"].startswith("/tmp")
 
 
-@pytest.mark.parametrize("values", [[], ["ingress.enabled=false"], ["auth.existingSecret=vidup-keys"]])
+@pytest.mark.parametrize("values", [[], ["ingress.enabled=false"], ["auth.existingSecret=vidup-keys"], S3_SETS])
 def test_notes_tell_how_to_get_a_key_and_upload(values: list[str]) -> None:
     # a client-side dry run renders NOTES.txt without a cluster
     args = [arg for pair in values for arg in ("--set", pair)]
@@ -469,6 +559,11 @@ def test_notes_tell_how_to_get_a_key_and_upload(values: list[str]) -> None:
     if values == ["ingress.enabled=false"]:
         assert "kubectl -n media port-forward svc/vidup-ingest 8080:80" in notes
     assert "helm test vidup -n media" in notes
+    if values == S3_SETS:
+        assert "in the bucket s3://videos/ at http://seaweedfs:8333" in notes
+        assert "the Secret vidup-s3 (keys AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)" in notes
+    else:
+        assert "bucket" not in notes
 
 
 @pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(CHART.parents[1])))

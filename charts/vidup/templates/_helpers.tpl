@@ -57,6 +57,10 @@ app.kubernetes.io/part-of: vidup
 {{- default (printf "%s-storage" (include "vidup.fullname" .)) .Values.storage.existingClaim -}}
 {{- end -}}
 
+{{- define "vidup.s3SecretName" -}}
+{{- required "storage.s3.existingSecret (a Secret with the bucket's access key pair) is required when storage.type is s3" .Values.storage.s3.existingSecret -}}
+{{- end -}}
+
 {{- define "vidup.redisSecretName" -}}
 {{- default (printf "%s-redis-url" (include "vidup.fullname" .)) .Values.externalRedis.existingSecret -}}
 {{- end -}}
@@ -80,33 +84,89 @@ app.kubernetes.io/part-of: vidup
     secretKeyRef:
       name: {{ include "vidup.redisSecretName" . }}
       key: {{ .Values.externalRedis.existingSecretKey }}
+{{- if eq .Values.storage.type "s3" }}
+{{- $s3 := .Values.storage.s3 }}
+- name: VIDUP_STORAGE
+  value: s3
 - name: VIDUP_STORAGE_DIR
   value: /var/lib/vidup
+- name: VIDUP_S3_ENDPOINT
+  value: {{ $s3.endpoint | quote }}
+- name: VIDUP_S3_REGION
+  value: {{ $s3.region | quote }}
+- name: VIDUP_S3_BUCKET
+  value: {{ required "storage.s3.bucket is required when storage.type is s3" $s3.bucket | quote }}
+- name: VIDUP_S3_PREFIX
+  value: {{ $s3.prefix | quote }}
+- name: VIDUP_S3_PATH_STYLE
+  value: {{ ternary "true" "false" $s3.pathStyle | quote }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vidup.s3SecretName" . }}
+      key: {{ $s3.accessKeyIdKey }}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "vidup.s3SecretName" . }}
+      key: {{ $s3.secretAccessKeyKey }}
+{{- else }}
+- name: VIDUP_STORAGE_DIR
+  value: /var/lib/vidup
+{{- end }}
 {{- range $name, $value := .Values.config }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
 {{- end }}
 {{- end -}}
 
+{{/* A component's volumes at VIDUP_STORAGE_DIR and /tmp: call with (dict "ctx" $ "component" "worker").
+file: the shared claim. s3: nothing shared, a local scratch (an emptyDir) that only the worker
+fills, with one job's encode before it goes to the bucket. */}}
 {{- define "vidup.storageVolume" -}}
+{{- if eq .ctx.Values.storage.type "s3" -}}
+- name: scratch
+  emptyDir:
+    sizeLimit: {{ if eq .component "worker" }}{{ .ctx.Values.worker.scratch.sizeLimit }}{{ else }}1Gi{{ end }}
+{{- else -}}
 - name: storage
   persistentVolumeClaim:
-    claimName: {{ include "vidup.claimName" . }}
+    claimName: {{ include "vidup.claimName" .ctx }}
+{{- end }}
 - name: tmp
   emptyDir: {}
 {{- end -}}
 
 {{- define "vidup.storageMounts" -}}
-- name: storage
+- name: {{ ternary "scratch" "storage" (eq .Values.storage.type "s3") }}
   mountPath: /var/lib/vidup
 - name: tmp
   mountPath: /tmp
 {{- end -}}
 
+{{/* A component's extraEnv: call with (dict "ctx" $ "component" "ingest" "env" .Values.ingest.extraEnv).
+Storage is the chart's (storage.*): a second VIDUP_STORAGE, VIDUP_S3_* or (s3) AWS key pair would
+set it around the chart's own value and the volumes rendered for it. */}}
+{{- define "vidup.extraEnv" -}}
+{{- $owned := "^(VIDUP_STORAGE|VIDUP_STORAGE_DIR|VIDUP_S3_[A-Z0-9_]+)$" -}}
+{{- if eq .ctx.Values.storage.type "s3" }}
+{{- $owned = "^(VIDUP_STORAGE|VIDUP_STORAGE_DIR|VIDUP_S3_[A-Z0-9_]+|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY)$" -}}
+{{- end }}
+{{- range .env }}
+{{- if regexMatch $owned .name }}
+{{- fail (printf "%s.extraEnv must not set %s: the chart sets it from storage.* (storage.s3.existingSecret for the key pair)" $.component .name) }}
+{{- end }}
+{{- end }}
+{{- with .env }}
+{{- toYaml . }}
+{{- end }}
+{{- end -}}
+
 {{/* Optional init container that hands the shared volume to the non-root uid (for volumes that
-ignore fsGroup, such as NFS or hostPath). It alone runs as root, with only CHOWN/FOWNER. */}}
+ignore fsGroup, such as NFS or hostPath). It alone runs as root, with only CHOWN/FOWNER. s3 has no
+shared volume: the scratch emptyDirs are the pod's, writable through fsGroup. */}}
 {{- define "vidup.volumePermissions" -}}
-{{- if .Values.volumePermissions.enabled }}
+{{- if and .Values.volumePermissions.enabled (ne .Values.storage.type "s3") }}
 - name: volume-permissions
   image: {{ include "vidup.image" (dict "ctx" . "image" .Values.worker.image) }}
   imagePullPolicy: {{ .Values.worker.image.pullPolicy }}
