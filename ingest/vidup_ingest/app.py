@@ -22,6 +22,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from vidup.settings import Settings
+from vidup.storage.s3 import S3Blobs
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway import cors, tokens
@@ -33,7 +34,8 @@ from vidup_ingest.tus.cleanup import Sweeper
 from vidup_ingest.tus.handover import Handover
 from vidup_ingest.tus.headers import TUS_VERSION
 from vidup_ingest.tus.locks import LockManager
-from vidup_ingest.tus.storage import LocalStorage
+from vidup_ingest.tus.s3store import S3Storage
+from vidup_ingest.tus.storage import LocalStorage, Storage
 from vidup_ingest.tus.uploads import Uploads
 from vidup_ingest.videos import routes as videos_routes
 from vidup_ingest.webapp import routes as webapp_routes
@@ -87,11 +89,18 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
     app.config["MAX_CONTENT_LENGTH"] = None  # bodies are streamed; sizes are checked by the protocol
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
-    storage = LocalStorage(settings.storage_dir, fsync=config.fsync)
+    storage: Storage
+    if settings.storage == "s3":
+        storage = S3Storage(S3Blobs.from_settings(settings), part_size=config.s3_part_size,
+                            max_size=settings.max_upload_size)
+        where = f"s3:{settings.s3_endpoint}/{settings.s3_bucket}/{settings.s3_prefix}"
+    else:
+        storage = LocalStorage(settings.storage_dir, fsync=config.fsync)
+        where = str(settings.storage_dir.resolve())
     locks = LockManager(client, ttl=config.lock_ttl, wait=config.lock_wait)
-    # Keys that belong to the shared volume name it, so unrelated stacks on one Redis stay apart
-    # (replicas mount the volume at the same path).
-    volume = hashlib.sha256(str(settings.storage_dir.resolve()).encode()).hexdigest()[:16]
+    # Keys that belong to the upload store name it (the shared volume, or the endpoint, bucket and
+    # prefix), so unrelated stacks on one Redis stay apart (replicas share the same settings).
+    volume = hashlib.sha256(where.encode()).hexdigest()[:16]
     quotas = QuotaBook(client, config.quota_uploads, config.quota_bytes, namespace=f"vidup:ingest:quota:{volume}")
     uploads = Uploads(storage, locks, Handover(settings.namespace), config,
                       max_size=settings.max_upload_size, expiry_seconds=settings.upload_expiry_seconds,

@@ -22,7 +22,13 @@ VIDUP_INGEST_FSYNC                  complete when bytes reach the disk (see stor
                                              its VideoTranscode is created, so it survives a
                                              node crash too. "always": fdatasync before every
                                              offset is acknowledged. "never": page cache only
-                                             (tusd's policy)
+                                             (tusd's policy). Meaningless with
+                                             VIDUP_STORAGE=s3: every commit is a PUT, durable
+                                             in the store before the offset is acknowledged
+VIDUP_INGEST_S3_PART_SIZE           8388608  VIDUP_STORAGE=s3: bytes per multipart part, held
+                                             in memory per writing upload (at least 5 MiB,
+                                             S3's minimum; grown so Tus-Max-Size fits in
+                                             10000 parts). See tus/s3store.py
 VIDUP_INGEST_READ_TIMEOUT           60       seconds a body read may stall before the client
                                              counts as gone (what arrived is kept)
 VIDUP_INGEST_BODY_MIN_RATE          1024     bytes/s a request body must average over each
@@ -63,6 +69,8 @@ from vidup.settings import env_float, env_int
 
 FsyncPolicy = Literal["always", "complete", "never"]
 FSYNC_POLICIES: tuple[FsyncPolicy, ...] = ("always", "complete", "never")
+#: S3 refuses smaller parts (except an upload's last).
+S3_MIN_PART_SIZE = 5 << 20
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class IngestConfig:
     terminate_finished: bool = True
     quota_uploads: int = 0
     quota_bytes: int = 0
+    s3_part_size: int = 8 << 20
 
     @classmethod
     def from_env(cls) -> IngestConfig:
@@ -92,6 +101,9 @@ class IngestConfig:
         fsync = os.environ.get("VIDUP_INGEST_FSYNC", "").strip().lower() or d.fsync
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"VIDUP_INGEST_FSYNC must be one of {', '.join(FSYNC_POLICIES)}")
+        part_size = env_int("VIDUP_INGEST_S3_PART_SIZE", d.s3_part_size)
+        if part_size < S3_MIN_PART_SIZE:
+            raise ValueError(f"VIDUP_INGEST_S3_PART_SIZE must be at least {S3_MIN_PART_SIZE} (S3's minimum part)")
         origins = os.environ.get("VIDUP_INGEST_CORS_ORIGINS", "*")
         return cls(
             workers=env_int("VIDUP_INGEST_WORKERS", d.workers),
@@ -112,4 +124,5 @@ class IngestConfig:
             terminate_finished=env_int("VIDUP_INGEST_TERMINATE_FINISHED", int(d.terminate_finished)) != 0,
             quota_uploads=env_int("VIDUP_INGEST_QUOTA_UPLOADS", d.quota_uploads),
             quota_bytes=env_int("VIDUP_INGEST_QUOTA_BYTES", d.quota_bytes),
+            s3_part_size=part_size,
         )

@@ -12,7 +12,7 @@ import kopf
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.transcode_jobs import job_id_for
 from vidup_operator.decisions import needs_work
-from vidup_operator.outputs import remove_outputs
+from vidup_operator.outputs import remove_video_outputs
 from vidup_operator.reconciler import Reconciler, Runtime
 
 FINALIZER = f"{GROUP}/operator"
@@ -69,7 +69,7 @@ async def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: An
     if settings.keep_outputs:
         logger.info("keeping outputs of %s (VIDUP_KEEP_OUTPUTS)", body.metadata.name)
     else:
-        removed = await asyncio.to_thread(remove_outputs, settings.storage_dir, str(body.metadata.name))
+        removed = await asyncio.to_thread(remove_video_outputs, settings, str(body.metadata.name))
         logger.info("removed %s", ", ".join(str(p) for p in removed) or "no outputs")
     for job_id in sorted(ids):
         await asyncio.to_thread(jobs.forget, job_id)

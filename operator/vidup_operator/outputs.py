@@ -1,10 +1,19 @@
-"""Removing a video's HLS package (and any half-written staging copies) from shared storage."""
+"""Removing a video's HLS package (and any half-written staging copies) from storage.
+
+On the shared volume (``VIDUP_STORAGE=file``) the package is a directory with hidden siblings an
+interrupted attempt may have left; in a bucket (``s3``) it is every object under ``outputs/<id>/``
+(a worker's partial upload included: it publishes under the same prefix, the master last), and the
+worker's scratch copies are local to the worker, which removes them itself.
+"""
 
 from __future__ import annotations
 
+import functools
 import shutil
 from pathlib import Path
 
+from vidup.settings import Settings
+from vidup.storage import Blobs, FileBlobs, open_blobs
 from vidup.storage import layout as storage_layout
 
 
@@ -27,7 +36,7 @@ def leftovers(storage_dir: Path, video_id: str) -> list[Path]:
 
 
 def remove_outputs(storage_dir: Path, video_id: str) -> list[Path]:
-    """Delete what :func:`leftovers` finds; returns what it removed."""
+    """Delete what :func:`leftovers` finds on the volume; returns what it removed."""
     removed = leftovers(storage_dir, video_id)
     for path in removed:
         if path.is_dir() and not path.is_symlink():
@@ -35,3 +44,20 @@ def remove_outputs(storage_dir: Path, video_id: str) -> list[Path]:
         else:
             path.unlink(missing_ok=True)
     return removed
+
+
+@functools.lru_cache(maxsize=4)
+def blobs_for(settings: Settings) -> Blobs:
+    """One store per settings for the operator's life: an S3 client is thread-safe, holds a
+    connection pool, and costs ~100 ms to build, which a burst of deletes should not pay each."""
+    return open_blobs(settings)
+
+
+def remove_video_outputs(settings: Settings, video_id: str, blobs: Blobs | None = None) -> list[str]:
+    """Delete a video's outputs from the configured store; returns what was removed, for the log."""
+    blobs = blobs if blobs is not None else blobs_for(settings)
+    if isinstance(blobs, FileBlobs):
+        return [str(p) for p in remove_outputs(blobs.root, video_id)]
+    prefix = storage_layout.output_relpath(video_id) + "/"
+    count = blobs.delete_prefix(prefix)
+    return [f"{count} objects under {prefix}"] if count else []

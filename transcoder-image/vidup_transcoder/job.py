@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from vidup.settings import Settings
+from vidup.storage import Blobs, FileBlobs, open_blobs
 from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import (
     REASON_INVALID_MEDIA,
@@ -33,7 +34,7 @@ from vidup.transcode_jobs import (
     progress_channel,
     progress_key,
 )
-from vidup_transcoder import admission, command, ladder, master_playlist, probe, sps, staging
+from vidup_transcoder import admission, command, ladder, master_playlist, package_store, probe, sps
 from vidup_transcoder.errors import (
     InvalidMediaError,
     TranscodeCancelledError,
@@ -186,21 +187,35 @@ def run_transcode(
     preset: str | None = None,
     clock: Callable[[], float] = time.monotonic,
     limits: MediaLimits | None = None,
+    blobs: Blobs | None = None,
 ) -> TranscodeResult:
-    """Probe, admit, encode the ladder in one limited FFmpeg, measure, write the master last, move
-    into place. ``limits`` defaults to the VIDUP_* variables (:mod:`vidup_transcoder.limits`)."""
+    """Probe, admit, encode the ladder in one limited FFmpeg, measure, write the master last, publish.
+    ``limits`` defaults to the VIDUP_* variables (:mod:`vidup_transcoder.limits`).
+
+    ``blobs`` is the store holding ``req.source_path`` and receiving ``req.output_path`` (default:
+    files under ``storage_dir``); with a bucket, ``storage_dir`` is only the scratch root. Where the
+    source is read and how the package is published is :mod:`vidup_transcoder.package_store`'s
+    business, so this function never asks which store it has."""
     limits = limits if limits is not None else MediaLimits.from_env()
-    source = storage_layout.resolve(storage_dir, req.source_path)
-    out_dir = storage_layout.resolve(storage_dir, req.output_path)
+    store = package_store.package_store_for(blobs if blobs is not None else FileBlobs(storage_dir), storage_dir)
     label = f"upload {req.video_id}"
     # An earlier attempt of this job that died (SIGKILLed worker) may have left a staging directory.
-    staging.remove_partials(out_dir, job_id)
+    store.discard(req.output_path, job_id)
     publisher = ProgressPublisher(connection, job_id)
     try:
-        facts = probe.probe(source, label, limits.ffmpeg_memory_bytes)
-        admission.check_source(facts, limits, label)
+        return _transcode(req, store, job_id, label, publisher, timeout_seconds, preset, clock, limits)
     except InvalidMediaError as exc:
         return _failed(req, str(exc))
+    finally:
+        store.discard(req.output_path, job_id)
+
+
+def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id: str, label: str,
+               publisher: ProgressPublisher, timeout_seconds: float | None, preset: str | None,
+               clock: Callable[[], float], limits: MediaLimits) -> TranscodeResult:
+    source = store.fetch_source(req.source_path, job_id, label)
+    facts = probe.probe(source, label, limits.ffmpeg_memory_bytes)
+    admission.check_source(facts, limits, label)
 
     renditions = ladder.choose_ladder(facts.display_width, facts.display_height, req.renditions)
     budget = timeout_seconds if timeout_seconds is not None else job_timeout_for(facts.duration_seconds)
@@ -211,65 +226,60 @@ def run_transcode(
         file_size_bytes=output_budget,
     )
     started = clock()
-    partial = staging.new_partial_dir(out_dir, job_id)
+    partial = store.new_partial(req.output_path, job_id)
     guard = OutputGuard(partial, output_budget, label, facts.duration_seconds)
-    try:
-        for r in renditions:
-            (partial / r.name).mkdir()
-        plan = command.EncodePlan(
-            source=source, out_dir=partial, renditions=renditions, segment_seconds=req.segment_seconds,
-            frame_rate=command.output_frame_rate(facts.frame_rate_fraction), has_audio=facts.has_audio,
-            preset=preset or command.x264_preset(), threads=limits.ffmpeg_thread_cap(),
+    for r in renditions:
+        (partial / r.name).mkdir()
+    plan = command.EncodePlan(
+        source=source, out_dir=partial, renditions=renditions, segment_seconds=req.segment_seconds,
+        frame_rate=command.output_frame_rate(facts.frame_rate_fraction), has_audio=facts.has_audio,
+        preset=preset or command.x264_preset(), threads=limits.ffmpeg_thread_cap(),
+    )
+    publisher.publish(0)
+    parser = ProgressParser(facts.duration_seconds)
+
+    def on_line(line: str) -> None:
+        guard.check()  # raises (and so stops FFmpeg) once the output outgrows its budget
+        percent = parser.feed(line, clock())
+        if percent is not None:
+            publisher.publish(min(percent, 99))  # 100 means "package in place", not "ffmpeg done"
+
+    with _sigterm_raises():
+        outcome = run_streaming(command.build_ffmpeg_command(plan), on_line, timeout_seconds=budget,
+                                limits=child_limits)
+    if outcome.timed_out:
+        raise TranscodeTimeoutError(
+            f"transcode exceeded its {budget:.0f}s budget for {facts.duration_seconds:.1f}s of video; "
+            f"last output:\n{_trim(outcome.stderr_tail)}"
         )
-        publisher.publish(0)
-        parser = ProgressParser(facts.duration_seconds)
+    if outcome.returncode != 0 or outcome.out_of_memory:
+        raise _classify_failure(outcome, label, child_limits)
+    guard.check(force=True)
 
-        def on_line(line: str) -> None:
-            guard.check()  # raises (and so stops FFmpeg) once the output outgrows its budget
-            percent = parser.feed(line, clock())
-            if percent is not None:
-                publisher.publish(min(percent, 99))  # 100 means "package in place", not "ffmpeg done"
+    measured = [_measure(partial, r, facts.has_audio, label) for r in renditions]
+    admission.check_complete(measured[0].playlist.duration, facts.duration_seconds, label)
+    _make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits, label,
+                 plan.threads)
+    guard.check(force=True)
+    remaining = budget - (clock() - started)
+    if remaining <= 0:
+        raise TranscodeTimeoutError(f"transcode exceeded its {budget:.0f}s budget")
 
-        with _sigterm_raises():
-            outcome = run_streaming(command.build_ffmpeg_command(plan), on_line, timeout_seconds=budget,
-                                    limits=child_limits)
-        if outcome.timed_out:
-            raise TranscodeTimeoutError(
-                f"transcode exceeded its {budget:.0f}s budget for {facts.duration_seconds:.1f}s of video; "
-                f"last output:\n{_trim(outcome.stderr_tail)}"
-            )
-        if outcome.returncode != 0 or outcome.out_of_memory:
-            raise _classify_failure(outcome, label, child_limits)
-        guard.check(force=True)
-
-        measured = [_measure(partial, r, facts.has_audio, label) for r in renditions]
-        admission.check_complete(measured[0].playlist.duration, facts.duration_seconds, label)
-        _make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits, label,
-                     plan.threads)
-        guard.check(force=True)
-        remaining = budget - (clock() - started)
-        if remaining <= 0:
-            raise TranscodeTimeoutError(f"transcode exceeded its {budget:.0f}s budget")
-
-        frame_rate = float(plan.frame_rate)
-        variants = [
-            master_playlist.Variant(
-                uri=f"{m.rendition.name}/{command.MEDIA_PLAYLIST}",
-                bandwidth=master_playlist.peak_bandwidth(m.playlist.segments, m.playlist.target_duration),
-                average_bandwidth=master_playlist.average_bandwidth(m.playlist.segments),
-                width=m.rendition.width, height=m.rendition.height, codecs=m.codecs, frame_rate=frame_rate,
-            )
-            for m in measured
-        ]
-        # The master is the "ready" marker for players: written last, atomically.
-        master_playlist.write_atomically(
-            partial / storage_layout.MASTER_PLAYLIST, master_playlist.render_master(variants)
+    frame_rate = float(plan.frame_rate)
+    variants = [
+        master_playlist.Variant(
+            uri=f"{m.rendition.name}/{command.MEDIA_PLAYLIST}",
+            bandwidth=master_playlist.peak_bandwidth(m.playlist.segments, m.playlist.target_duration),
+            average_bandwidth=master_playlist.average_bandwidth(m.playlist.segments),
+            width=m.rendition.width, height=m.rendition.height, codecs=m.codecs, frame_rate=frame_rate,
         )
-        staging.promote(partial, out_dir)
-    except InvalidMediaError as exc:
-        return _failed(req, str(exc))
-    finally:
-        staging.remove_partials(out_dir, job_id)
+        for m in measured
+    ]
+    # The master is the "ready" marker for players: written last, atomically (published last).
+    master_playlist.write_atomically(
+        partial / storage_layout.MASTER_PLAYLIST, master_playlist.render_master(variants)
+    )
+    store.publish(partial, req.output_path)
 
     publisher.publish(100)
     return TranscodeResult(
@@ -303,4 +313,4 @@ def transcode(request: dict[str, Any]) -> dict[str, Any]:
     else:
         connection = redis.Redis.from_url(settings.redis_url)
         job_id = f"local-{req.video_id}"
-    return run_transcode(req, settings.storage_dir, job_id, connection).to_dict()
+    return run_transcode(req, settings.storage_dir, job_id, connection, blobs=open_blobs(settings)).to_dict()

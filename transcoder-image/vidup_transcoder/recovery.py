@@ -19,9 +19,8 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.utils import current_timestamp
 
-from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import JOB_FUNCTION
-from vidup_transcoder import staging
+from vidup_transcoder.package_store import PackageStore
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,13 @@ def requeue_abandoned(queue: Queue, now: float | None = None) -> list[str]:
     return requeued
 
 
-def remove_job_partials(job: Job, storage_dir: Path) -> list[Path]:
-    """Delete the staging directories of a transcode job whose work-horse was killed (stopped job,
-    horse killed on timeout): a SIGKILLed horse cannot clean up after itself."""
+def remove_job_partials(job: Job, store: PackageStore) -> list[Path]:
+    """Delete the local leftovers (staging directory on the volume, or scratch copy of the source
+    and package with a bucket) of a transcode job whose work-horse was killed (stopped job, horse
+    killed on timeout): a SIGKILLed horse cannot clean up after itself."""
     if job.func_name != JOB_FUNCTION or not job.args:
         return []
     request = job.args[0]
     if not isinstance(request, dict) or "output_path" not in request:
         return []
-    out_dir = storage_layout.resolve(storage_dir, str(request["output_path"]))
-    return staging.remove_partials(out_dir, job.id)
+    return store.discard(str(request["output_path"]), job.id)

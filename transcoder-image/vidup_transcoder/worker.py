@@ -6,7 +6,8 @@ A thin wrapper around RQ's forking ``Worker`` that adds what a video worker need
   instead of RQ's 60-second floor, and a sweep every VIDUP_WORKER_SWEEP_SECONDS that requeues jobs
   of dead workers (:mod:`vidup_transcoder.recovery`), so a SIGKILLed worker costs seconds, not minutes;
 * a work-horse (and through it FFmpeg) that dies with its worker instead of running on unsupervised;
-* removal of a job's staging directory whenever its work-horse was killed (a stopped job);
+* removal of a job's staging directory (or, with a bucket, its scratch copies) whenever its
+  work-horse was killed (a stopped job);
 * a bounded drain on SIGTERM/SIGINT (VIDUP_WORKER_DRAIN_SECONDS, set below the pod's
   terminationGracePeriodSeconds): the running job may finish as in RQ's warm shutdown, but when the
   drain time is up -- or at a second signal -- the work-horse is killed and the job is put back at the
@@ -46,6 +47,8 @@ from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
 from vidup.settings import Settings, env_float, env_int
+from vidup.storage import Blobs, FileBlobs, open_blobs
+from vidup_transcoder.package_store import package_store_for
 from vidup_transcoder.recovery import remove_job_partials, requeue_abandoned
 from vidup_transcoder.runner import die_with_parent
 
@@ -61,10 +64,12 @@ class TranscodeWorker(Worker):
     """RQ's forking worker with fast dead-worker recovery, cleanup of killed horses and a bounded
     drain on shutdown."""
 
-    def __init__(self, *args: Any, storage_dir: Path, heartbeat_grace: int = 20, sweep_seconds: int = 5,
-                 drain_seconds: float = 25.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, storage_dir: Path, blobs: Blobs | None = None, heartbeat_grace: int = 20,
+                 sweep_seconds: int = 5, drain_seconds: float = 25.0, **kwargs: Any) -> None:
         # set before RQ's constructor, which already reads dequeue_timeout
         self.storage_dir = storage_dir
+        # What a killed horse leaves is local (staging or scratch), but where depends on the store.
+        self.package_store = package_store_for(blobs if blobs is not None else FileBlobs(storage_dir), storage_dir)
         self.heartbeat_grace = heartbeat_grace
         self.sweep_seconds = sweep_seconds
         self.drain_seconds = drain_seconds
@@ -249,7 +254,7 @@ class TranscodeWorker(Worker):
                     if self._stopped_job_id == job.id:  # the horse exited 0 just before the kill
                         self._stopped_job_id = None
             try:
-                for path in remove_job_partials(job, self.storage_dir):
+                for path in remove_job_partials(job, self.package_store):
                     self.log.info("removed staging directory %s of job %s", path, job.id)
             except Exception:
                 self.log.exception("could not remove staging output of job %s", job.id)
@@ -263,6 +268,7 @@ def build_worker(settings: Settings, name: str | None = None) -> TranscodeWorker
         name=name or f"{socket.gethostname()}.{os.getpid()}",
         connection=connection,
         storage_dir=settings.storage_dir,
+        blobs=open_blobs(settings),
         job_monitoring_interval=env_int("VIDUP_WORKER_HEARTBEAT_SECONDS", 5),
         heartbeat_grace=env_int("VIDUP_WORKER_HEARTBEAT_GRACE_SECONDS", 20),
         sweep_seconds=env_int("VIDUP_WORKER_SWEEP_SECONDS", 5),

@@ -1,4 +1,4 @@
-"""A private SeaweedFS S3 server (``weed mini``) on free loopback ports, for ``VIDUP_STORAGE=s3``.
+"""A private SeaweedFS S3 server (``weed mini``) on free ports (loopback by default), for ``VIDUP_STORAGE=s3``.
 
 SeaweedFS is a real object store (master, volume server, filer and S3 gateway in one process here),
 built from the Go module proxy like the control plane, not an S3 mock: it enforces the 5 MiB
@@ -29,17 +29,17 @@ _GRPC_OFFSET = 10000
 _LISTENERS = ("s3", "master", "volume", "filer", "admin")
 
 
-def _free_twin_port() -> int:
-    """A port that is free and whose gRPC twin (port + 10000) is free too."""
+def _free_twin_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` that is free and whose gRPC twin (port + 10000) is free too."""
     for _ in range(200):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
+            s.bind((host, 0))
             port = int(s.getsockname()[1])
         if port + _GRPC_OFFSET > 65535:
             continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as twin:
             try:
-                twin.bind(("127.0.0.1", port + _GRPC_OFFSET))
+                twin.bind((host, port + _GRPC_OFFSET))
             except OSError:
                 continue
         return port
@@ -48,17 +48,22 @@ def _free_twin_port() -> int:
 
 @dataclass
 class S3Server:
-    """One SeaweedFS under ``<run dir>/s3`` with one bucket and one access key."""
+    """One SeaweedFS under ``<run dir>/s3`` with one bucket and one access key.
+
+    ``host`` is the address it binds and advertises (loopback by default); a test cluster's pods
+    reach a server bound to the node's address (``vidup.localcluster.hostnet.NODE_ADDRESS``).
+    """
 
     run_dir: Path
     ports: dict[str, int] = field(default_factory=dict)
     access_key: str = ""
     secret_key: str = ""
     process: ManagedProcess | None = None
+    host: str = "127.0.0.1"
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.ports['s3']}"
+        return f"http://{self.host}:{self.ports['s3']}"
 
     def env(self) -> dict[str, str]:
         """What every component needs to use this store (VIDUP_* plus the standard AWS names)."""
@@ -72,12 +77,13 @@ class S3Server:
         return replace(base, storage="s3", s3_endpoint=self.endpoint, s3_region=REGION, s3_bucket=BUCKET,
                        s3_path_style=True)
 
-    def blobs(self) -> S3Blobs:
-        """A client of this server's bucket, with its own credentials (not the environment's)."""
+    def blobs(self, prefix: str = "") -> S3Blobs:
+        """A client of this server's bucket (keys under ``prefix``), with its own credentials (not
+        the environment's)."""
         settings = self.settings(Settings())
         client = make_client(settings, boto3.session.Session(
             aws_access_key_id=self.access_key, aws_secret_access_key=self.secret_key))
-        return S3Blobs(client, BUCKET)
+        return S3Blobs(client, BUCKET, prefix)
 
     def start(self, timeout: float = 60) -> S3Server:
         weed = binaries.ensure_s3()
@@ -95,9 +101,9 @@ class S3Server:
             creds = json.loads(config.read_text())["identities"][0]["credentials"][0]
             self.access_key, self.secret_key = creds["accessKey"], creds["secretKey"]
         if not self.ports:
-            self.ports = {name: _free_twin_port() for name in _LISTENERS}
+            self.ports = {name: _free_twin_port(self.host) for name in _LISTENERS}
         argv = [
-            str(weed), "mini", f"-dir={data / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            str(weed), "mini", f"-dir={data / 'data'}", f"-ip={self.host}", f"-ip.bind={self.host}",
             f"-s3.port={self.ports['s3']}", f"-s3.config={config}", f"-master.port={self.ports['master']}",
             f"-volume.port={self.ports['volume']}", f"-filer.port={self.ports['filer']}",
             f"-admin.port={self.ports['admin']}", "-admin.ui=false", "-admin.port.legacy=0",

@@ -8,6 +8,16 @@ from pathlib import Path
 UPLOADS = "uploads"
 OUTPUTS = "outputs"
 MASTER_PLAYLIST = "master.m3u8"
+#: The media type of each file an HLS package holds, by suffix: the worker stores objects with it
+#: and the ingest serves files with it (anything else in a package directory is not served).
+CONTENT_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".ts": "video/mp2t",
+    ".m4s": "video/iso.segment",
+    ".mp4": "video/mp4",
+    ".jpg": "image/jpeg",
+    ".vtt": "text/vtt",
+}
 
 
 def upload_relpath(upload_id: str) -> str:

@@ -3,8 +3,9 @@
 Protocol code only sees :class:`Storage` and :class:`UploadWriter`; ``LocalStorage`` keeps, on
 the shared volume, ``uploads/<id>`` (the data), ``uploads/<id>.info`` (the JSON that changes only
 at creation, completion and expiry) and ``uploads/<id>.offset`` (16 bytes: the committed offset and
-the expiry it moved, rewritten in place on every commit). An S3-compatible store would implement
-the same two classes with multipart uploads (a commit = a completed part).
+the expiry it moved, rewritten in place on every commit). ``VIDUP_STORAGE=s3`` uses
+:class:`~vidup_ingest.tus.s3store.S3Storage` instead: the same two interfaces over a multipart
+upload (a commit = a PUT of the upload's state after its bytes are in the store).
 
 Commits are what make bytes count: ``UploadWriter.commit`` records the offset after the bytes are
 written, so the offset a client hears is always in the file, and anything past it is discarded by
@@ -13,7 +14,8 @@ and renaming the JSON on every PATCH cost more than the rest of a small PATCH to
 ``pwrite`` sits in one disk sector, so it is never torn.
 
 The fsync policy (``VIDUP_INGEST_FSYNC``) says when bytes must be on the disk, not only in the
-page cache (which survives any process crash, not a node crash):
+page cache (which survives any process crash, not a node crash). It means nothing on S3, where
+every commit is already durable in the store.
 
 * ``complete`` (default): at completion. ``persist_data`` fdatasyncs a finished upload before its
   info says so and before its VideoTranscode exists, so a transcode never starts from a source a

@@ -25,8 +25,9 @@ import json
 import logging
 import socket
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, stream_with_context
 from flask.blueprints import BlueprintSetupState
@@ -34,7 +35,8 @@ from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.security import safe_join
 
 from vidup.resource import is_valid_name
-from vidup.settings import Settings
+from vidup.settings import Settings, env_int
+from vidup.storage import BlobNotFound, Blobs, FileBlobs, S3Blobs, open_blobs
 from vidup.storage import layout as storage_layout
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway.auth import check_owner, require_tenant
@@ -56,17 +58,11 @@ PING_SECONDS = 25
 #: Seconds a client has to answer the server's WebSocket close frame.
 CLOSE_WAIT_SECONDS = 2
 
-CONTENT_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".ts": "video/mp2t",
-    ".m4s": "video/iso.segment",
-    ".mp4": "video/mp4",
-    ".jpg": "image/jpeg",
-    ".vtt": "text/vtt",
-}
 #: Players read these on cross-origin range requests; the app's CORS list is about tus headers.
 HLS_EXPOSE_HEADERS = ("Content-Range", "Content-Length", "Accept-Ranges", "ETag")
 HLS_ALLOW_HEADERS = ("Range", "If-None-Match", "If-Modified-Since")
+#: Bytes read from the store per write to the client when an object is streamed.
+STREAM_CHUNK_BYTES = 256 << 10
 
 
 @blueprint.record_once
@@ -75,6 +71,9 @@ def _setup(state: BlueprintSetupState) -> None:
     settings: Settings = app.extensions["vidup_settings"]
     app.extensions["vidup_videos"] = VideoStore(settings.namespace)
     app.extensions["vidup_playback_ttl"] = playback_tokens.ttl_from_env()
+    # The HLS package's store; the app may have opened it already (the TUS store shares it).
+    app.extensions.setdefault("vidup_blobs", open_blobs(settings))
+    app.extensions["vidup_hls_redirect_seconds"] = max(0, env_int("VIDUP_HLS_REDIRECT_SECONDS", 0))
     # Flask runs app-wide after_request functions last-registered-first: put ours first in the
     # list so it runs after the app's CORS hook and extends (not replaces) what that one set.
     app.after_request_funcs.setdefault(None, []).insert(0, _hls_cors)
@@ -341,26 +340,41 @@ def hls_file(video_id: str, token: str, file: str) -> Response:
         playback_tokens.verify(_settings().token_secret, video_id, token)
     except playback_tokens.PlaybackTokenError as exc:
         raise TusError(403, str(exc)) from None
-    content_type = CONTENT_TYPES.get(Path(file).suffix.lower())
+    content_type = storage_layout.CONTENT_TYPES.get(Path(file).suffix.lower())
     if content_type is None:
         raise TusError(404, "no such file")
-    path = _output_file(video_id, file)
-    playlist = content_type == CONTENT_TYPES[".m3u8"]
-    try:
-        resp = send_file(path, mimetype=content_type, conditional=True, etag=True,
-                         max_age=None if playlist else 3600)
-    except RequestedRangeNotSatisfiable as exc:
-        # The app's error handler answers plain text; keep the header RFC 9110 asks for.
-        raise TusError(416, "requested range not satisfiable",
-                       {"Content-Range": f"bytes */{exc.length}"} if exc.length is not None else {}) from None
+    playlist = content_type == storage_layout.CONTENT_TYPES[".m3u8"]
+    blobs = _blobs()
+    if isinstance(blobs, FileBlobs):
+        path = _output_file(blobs.root, video_id, file)
+        try:
+            resp = send_file(path, mimetype=content_type, conditional=True, etag=True,
+                             max_age=None if playlist else 3600)
+        except RequestedRangeNotSatisfiable as exc:
+            # The app's error handler answers plain text; keep the header RFC 9110 asks for.
+            raise TusError(416, "requested range not satisfiable",
+                           {"Content-Range": f"bytes */{exc.length}"} if exc.length is not None else {}) from None
+    else:
+        key = _output_key(video_id, file)
+        if not playlist and _redirect_seconds() and isinstance(blobs, S3Blobs):
+            return _redirect_to_object(blobs, key)
+        resp = _stream_object(blobs, key, content_type)
     resp.headers["Cache-Control"] = "no-cache" if playlist else "private, max-age=3600"
     return resp
 
 
-def _output_file(video_id: str, file: str) -> Path:
+def _blobs() -> Blobs:
+    return current_app.extensions["vidup_blobs"]
+
+
+def _redirect_seconds() -> int:
+    return int(current_app.extensions["vidup_hls_redirect_seconds"])
+
+
+def _output_file(storage_dir: Path, video_id: str, file: str) -> Path:
     """The file inside the video's output directory; 404 for anything outside it or missing."""
     try:
-        root = storage_layout.resolve(_settings().storage_dir, storage_layout.output_relpath(video_id))
+        root = storage_layout.resolve(storage_dir, storage_layout.output_relpath(video_id))
     except ValueError:
         raise TusError(404, "no such file") from None
     joined = safe_join(str(root), file) if "\x00" not in file else None
@@ -374,3 +388,89 @@ def _output_file(video_id: str, file: str) -> Path:
     if not found:
         raise TusError(404, "no such file")
     return path
+
+
+def _output_key(video_id: str, file: str) -> str:
+    """The object key of a file of the video's package; 404 for any name that is not a plain
+    relative path (no empty, dot or hidden parts, no NUL or backslash): an object store has no
+    ``..``, but a key must still never reach outside ``outputs/<id>/``."""
+    parts = file.split("/")
+    if "\x00" in file or "\\" in file or any(not part or part.startswith(".") for part in parts):
+        raise TusError(404, "no such file")
+    return f"{storage_layout.output_relpath(video_id)}/{file}"
+
+
+def _stream_object(blobs: Blobs, key: str, content_type: str) -> Response:
+    """An object streamed through the ingest with what ``send_file`` gives a file: one byte range
+    (206, ``Content-Range``; 416 past the end), ``ETag`` with ``If-None-Match`` and
+    ``If-Modified-Since`` (304), HEAD. Memory is one chunk per response, whatever the object's size.
+
+    Why streaming rather than redirecting to the bucket: see README "Storage" (a player then needs no
+    route to the store, which in a cluster is usually not reachable from browsers, and the bucket
+    needs no CORS rules; it costs the ingest the bytes, measured there)."""
+    ranges = request.range.ranges if request.range is not None and request.range.units == "bytes" else []
+    single = ranges[0] if len(ranges) == 1 else None  # several ranges: the whole object (RFC 9110 allows)
+    start, end = 0, None
+    try:
+        if single is not None:
+            first, stop = single
+            if first < 0:  # "bytes=-N": the last N bytes, which needs the size
+                size = blobs.size(key)
+                if size is None:
+                    raise BlobNotFound(key)
+                if size == 0:
+                    raise ValueError("a suffix range of an empty object")
+                start, end = max(size + first, 0), size - 1
+            else:
+                start, end = first, None if stop is None else stop - 1
+        blob = blobs.open_range(key, start, end)
+    except BlobNotFound:
+        raise TusError(404, "no such file") from None
+    except ValueError:
+        size = blobs.size(key)
+        if size is None:
+            raise TusError(404, "no such file") from None
+        raise TusError(416, "requested range not satisfiable", {"Content-Range": f"bytes */{size}"}) from None
+    etag = blob.etag
+    modified = int(blob.modified)
+    not_modified = (
+        request.if_none_match.contains_weak(etag) if request.if_none_match
+        else request.if_modified_since is not None and modified <= int(request.if_modified_since.timestamp())
+    )
+    if not_modified or request.method == "HEAD":
+        blob.body.close()
+        resp = Response(status=304) if not_modified else Response(b"", mimetype=content_type)
+        if not not_modified:
+            resp.headers["Content-Length"] = str(blob.length)
+    else:
+        resp = Response(_chunks(blob.body), mimetype=content_type, direct_passthrough=True)
+        resp.headers["Content-Length"] = str(blob.length)
+        resp.call_on_close(blob.body.close)
+    if single is not None and not not_modified:
+        resp.status_code = 206
+        resp.headers["Content-Range"] = f"bytes {blob.start}-{blob.start + blob.length - 1}/{blob.size}"
+    resp.headers["Accept-Ranges"] = "bytes"
+    resp.set_etag(etag)
+    if modified:
+        resp.last_modified = datetime.fromtimestamp(modified, tz=UTC)
+    return resp
+
+
+def _chunks(body: BinaryIO, size: int = STREAM_CHUNK_BYTES) -> Iterator[bytes]:
+    while chunk := body.read(size):
+        yield chunk
+
+
+def _redirect_to_object(blobs: S3Blobs, key: str) -> Response:
+    """``VIDUP_HLS_REDIRECT_SECONDS`` > 0: a segment or poster answers 302 to a presigned URL of
+    the object that long-lived; for stores whose endpoint players can reach and whose bucket has
+    CORS rules (README "Storage"). Playlists are always answered by the ingest, so the token in
+    their URLs stays the only credential a player holds for longer than a segment."""
+    # The object's own Content-Type (the worker sets it on upload) answers; a response-content-type
+    # override would be one more signed parameter some stores' SigV2 checks get wrong (SeaweedFS).
+    url = blobs.client.generate_presigned_url(
+        "get_object", ExpiresIn=_redirect_seconds(), Params={"Bucket": blobs.bucket, "Key": blobs.key(key)})
+    resp = Response(status=302)
+    resp.headers["Location"] = url
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

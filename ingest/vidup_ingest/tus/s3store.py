@@ -1,0 +1,763 @@
+"""The TUS upload store on an S3-compatible bucket: :class:`S3Storage` and :class:`S3Writer`.
+
+The same two interfaces as :class:`~vidup_ingest.tus.storage.LocalStorage` (tusd's handler/store
+split), so protocol code never knows the backend. Keys, all under ``VIDUP_S3_PREFIX``:
+
+* ``uploads/<id>``: the finished upload as one object, made at completion; the worker reads it.
+* ``uploads/<id>.info``: the :class:`UploadInfo` JSON (creation, completion, expiry). An upload
+  exists once its info does; :meth:`S3Storage.ids` lists these.
+* ``uploads/<id>.state``: the commit record of an unfinished upload (:class:`_State`): committed
+  offset and expiry, the multipart upload, the parts it holds (number, ETag, size) and the
+  *pending* objects that hold the committed bytes after the last part. Retired at completion.
+* ``uploads/<id>.pending.<random>``: committed bytes not yet in a part (S3 refuses parts under
+  5 MiB except the last, and a part can neither be appended to nor read back).
+
+**A commit is a state PUT.** Bytes stream into an in-memory buffer that goes up as the next part
+of the upload's multipart upload whenever it reaches the part size. ``commit`` makes everything
+received durable *in the store* before the offset counts: at least 5 MiB pending goes up as a part,
+less as a new pending object holding only the bytes since the last commit (one PUT per commit
+whatever the chunk size: tusd re-uploads its whole ``.part`` object on every PATCH); then the state
+is written (the commit point), then objects it no longer names are deleted. An ingest SIGKILLed at
+any moment loses nothing it acknowledged. The parts a session uploads are only *recorded* by a
+commit: a part nobody committed (a crash, a failed checksum, a lost lock) is never listed in
+``CompleteMultipartUpload`` and its part number is simply uploaded again by the next session.
+ETags come from our own record, never from ``ListParts``: stores (SeaweedFS) list every version of
+a re-uploaded part number.
+
+Pending objects are read back only when they become a part, never on resume, so each byte is
+uploaded once and downloaded at most once. Their count per upload is capped (they are merged into
+one when it is reached), which bounds the state's size against a client sending tiny PATCHes.
+
+**Rolling back.** A PATCH that must not count (checksum mismatch, a body past the length) is rolled
+back by ``save(original)`` + ``truncate(original)``. A checksummed body never commits before it
+is verified, so its bytes were never recorded. A body that overflows may have committed on the
+way; the state keeps the session's *base* (offset, part count and pending objects at
+``open_writer``), whose pending objects survive until the next session, so ``truncate`` restores
+it exactly.
+
+**Completion.** ``persist_data`` turns the multipart upload into ``uploads/<id>`` with the recorded
+ETags (the pending bytes as the last part, of any size); an upload that never reached one part
+(under 5 MiB) is one PUT instead, with no multipart upload at all. It is idempotent: after a crash
+between it and the info's save, the object is found with the committed size and nothing is redone.
+Saving the completed info retires the state and the pending objects.
+
+**Durability.** Every acknowledged offset is already in the store, so the fsync policy
+(``VIDUP_INGEST_FSYNC``) has no meaning here: it is the store's own durability that counts.
+
+**Memory** per writing upload is one part (``VIDUP_INGEST_S3_PART_SIZE``, 8 MiB by default), grown
+only as bytes arrive; concatenation streams through one part too. Nothing holds a whole upload.
+
+Multipart uploads abandoned by a crash before their state was written (seconds' windows) are not
+listed anywhere we look; a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` clears them.
+S3 errors leave here as :class:`OSError` (``EIO``), which the app answers with 503 + Retry-After.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import functools
+import io
+import json
+import logging
+import secrets
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from vidup.storage.layout import UPLOADS, upload_relpath
+from vidup.storage.s3 import S3Blobs, error_code, not_found
+from vidup_ingest.tus.headers import is_upload_id
+from vidup_ingest.tus.protocol import UploadInfo
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger(__name__)
+
+#: S3's smallest part (except the last): stores enforce it at CompleteMultipartUpload.
+MIN_PART_SIZE = 5 << 20
+#: S3's largest part, and the largest range one UploadPartCopy may copy.
+MAX_PART_SIZE = 5 << 30
+#: Part numbers run 1..10000.
+MAX_PARTS = 10_000
+DEFAULT_PART_SIZE = 8 << 20
+#: Pending objects one upload may hold before they are merged into one.
+MAX_PENDING = 32
+#: Bytes per read when streaming an object back (pending objects, concatenation).
+READ_CHUNK = 1 << 20
+
+INFO_SUFFIX = ".info"
+STATE_SUFFIX = ".state"
+PENDING_INFIX = ".pending."
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _s3_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """S3 failures as ``OSError`` (EIO): the app answers storage errors with 503 + Retry-After and
+    the sweeper skips an upload on one, exactly as for the shared volume."""
+
+    name = getattr(fn, "__name__", "request")
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            raise OSError(errno.EIO, f"S3 {name}: {error_code(exc) or exc}") from exc
+        except BotoCoreError as exc:
+            raise OSError(errno.EIO, f"S3 {name}: {exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class _Part:
+    number: int
+    etag: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Pending:
+    key: str
+    size: int
+
+
+@dataclass(frozen=True)
+class _Base:
+    """Where a writer session started: what ``truncate`` restores after an overflowing PATCH."""
+
+    offset: int
+    parts: int
+    pending: tuple[_Pending, ...]
+
+
+@dataclass(frozen=True)
+class _State:
+    """The commit record of an unfinished upload (``uploads/<id>.state``).
+
+    The committed bytes are, in order, the ``parts`` of the multipart upload ``mpu``, then the
+    ``pending`` objects; ``offset`` is their total.
+    """
+
+    offset: int
+    expires_at: float
+    mpu: str | None = None
+    parts: tuple[_Part, ...] = ()
+    pending: tuple[_Pending, ...] = ()
+    base: _Base | None = None
+
+    def keys(self) -> set[str]:
+        """Every pending object this state needs kept."""
+        keys = {p.key for p in self.pending}
+        if self.base is not None:
+            keys.update(p.key for p in self.base.pending)
+        return keys
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {
+            "offset": self.offset, "expires_at": self.expires_at, "mpu": self.mpu,
+            "parts": [[p.number, p.etag, p.size] for p in self.parts],
+            "pending": [[p.key, p.size] for p in self.pending],
+        }
+        if self.base is not None:
+            doc["base"] = {"offset": self.base.offset, "parts": self.base.parts,
+                           "pending": [[p.key, p.size] for p in self.base.pending]}
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> _State:
+        base = doc.get("base")
+        return cls(
+            offset=int(doc["offset"]), expires_at=float(doc["expires_at"]), mpu=doc.get("mpu") or None,
+            parts=tuple(_Part(int(n), str(e), int(s)) for n, e, s in doc.get("parts", ())),
+            pending=tuple(_Pending(str(k), int(s)) for k, s in doc.get("pending", ())),
+            base=None if base is None else _Base(
+                int(base["offset"]), int(base["parts"]),
+                tuple(_Pending(str(k), int(s)) for k, s in base.get("pending", ()))),
+        )
+
+
+def _too_many_parts() -> OSError:
+    return OSError(errno.EFBIG, f"the upload needs more than the store's {MAX_PARTS} parts")
+
+
+class S3Storage:
+    """Uploads as multipart uploads in a bucket (see the module docstring for the keys).
+
+    ``part_size``: the size of the parts a writer uploads as bytes arrive (at least 5 MiB).
+    ``max_size``: the largest upload (Tus-Max-Size); parts grow so that it fits in 10000.
+    """
+
+    def __init__(self, blobs: S3Blobs, part_size: int = DEFAULT_PART_SIZE, max_size: int = 20 << 30) -> None:
+        self.blobs = blobs
+        self.client: S3Client = blobs.client
+        self.bucket = blobs.bucket
+        self.max_size = max_size
+        self.commit_part_size, self.part_size = self.part_sizes(None, part_size)
+
+    def part_sizes(self, length: int | None, preferred: int | None = None) -> tuple[int, int]:
+        """(smallest part a commit uploads, part size) for an upload of ``length`` bytes (None:
+        deferred, so up to ``max_size``). Committed parts are at least the first (a commit
+        uploads a smaller tail as a pending object), so the upload needs under MAX_PARTS parts.
+        Sized by the upload's own length, as tusd does: a 1 GiB upload in 5 MiB PATCHes commits
+        each PATCH as a part even when Tus-Max-Size is 64 GiB."""
+        fit = -(-(self.max_size if length is None else length) // (MAX_PARTS - 100))
+        commit = min(MAX_PART_SIZE, max(MIN_PART_SIZE, fit))
+        return commit, min(MAX_PART_SIZE, max(preferred or self.part_size, commit))
+
+    # -- keys ------------------------------------------------------------------------------------
+
+    def relpath(self, upload_id: str) -> str:
+        return upload_relpath(upload_id)
+
+    def _data_key(self, upload_id: str) -> str:
+        """The object key of the upload's data (a validated id cannot escape ``uploads/``)."""
+        if not is_upload_id(upload_id):
+            raise ValueError(f"bad upload id {upload_id!r}")
+        return self.blobs.key(upload_relpath(upload_id))
+
+    def _info_key(self, upload_id: str) -> str:
+        return self._data_key(upload_id) + INFO_SUFFIX
+
+    def _state_key(self, upload_id: str) -> str:
+        return self._data_key(upload_id) + STATE_SUFFIX
+
+    def _new_pending_key(self, upload_id: str) -> str:
+        return self._data_key(upload_id) + PENDING_INFIX + secrets.token_hex(8)
+
+    # -- small objects ---------------------------------------------------------------------------
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def _put(self, key: str, data: bytes | _Body) -> None:
+        body = data if isinstance(data, bytes) else data.stream()
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
+
+    def _delete_keys(self, keys: Iterator[str] | list[str] | set[str]) -> None:
+        batch = sorted(keys)
+        for start in range(0, len(batch), 1000):
+            self.client.delete_objects(Bucket=self.bucket, Delete={
+                "Objects": [{"Key": k} for k in batch[start:start + 1000]], "Quiet": True})
+
+    def _read_state(self, upload_id: str) -> _State | None:
+        raw = self._get(self._state_key(upload_id))
+        return None if raw is None else _State.from_json(json.loads(raw))
+
+    def _write_state(self, upload_id: str, state: _State) -> None:
+        self._put(self._state_key(upload_id), json.dumps(state.to_json(), separators=(",", ":")).encode())
+
+    def _read_pending(self, pending: tuple[_Pending, ...]) -> bytes:
+        """The pending objects' bytes, in order (less than a part in all)."""
+        chunks: list[bytes] = []
+        for p in pending:
+            data = self._get(p.key)
+            if data is None or len(data) != p.size:
+                raise OSError(errno.EIO, f"pending object {p.key} is missing or has the wrong size")
+            chunks.append(data)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def _object_size(self, key: str) -> int | None:
+        try:
+            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
+        except ClientError as exc:
+            if not_found(exc):
+                return None
+            raise
+
+    def _abort(self, key: str, mpu: str | None) -> None:
+        """Abort ``mpu`` (if any) and every other multipart upload of ``key`` (one a crash left
+        behind before its state was written)."""
+        ids = {mpu} if mpu else set()
+        with contextlib.suppress(ClientError):  # listing is a courtesy; the known one is enough
+            listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            ids.update(u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == key)
+        for upload in ids:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+            except ClientError as exc:
+                if error_code(exc) not in ("NoSuchUpload", "404"):
+                    raise
+
+    def _side_keys(self, upload_id: str) -> list[str]:
+        """The pending objects of an upload as listed (including any a crash orphaned)."""
+        prefix = self._data_key(upload_id) + PENDING_INFIX
+        keys: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            keys.extend(item["Key"] for item in page.get("Contents", []))
+        return keys
+
+    # -- Storage ---------------------------------------------------------------------------------
+
+    @_s3_errors
+    def create(self, info: UploadInfo) -> None:
+        """The state, then the info: an upload exists once its info does. No multipart upload
+        yet: one that never reaches 5 MiB needs none."""
+        self._write_state(info.id, _State(offset=info.offset, expires_at=info.expires_at))
+        self.save(info)
+
+    @_s3_errors
+    def load(self, upload_id: str) -> UploadInfo | None:
+        """The info, with the committed offset and expiry of an unfinished upload's state."""
+        raw = self._get(self._info_key(upload_id))
+        if raw is None:
+            return None
+        info = UploadInfo.from_json(json.loads(raw))
+        if info.completed_at is not None or info.gone:
+            return info
+        state = self._read_state(upload_id)
+        if state is None:
+            return info
+        return info.with_(offset=state.offset, expires_at=state.expires_at)
+
+    @_s3_errors
+    def save(self, info: UploadInfo) -> None:
+        """Write the info (one PUT is atomic). The info of a finished upload retires its state and
+        pending objects: from then on the data object alone holds the bytes."""
+        payload = json.dumps(info.to_json(), separators=(",", ":")).encode()
+        self._put(self._info_key(info.id), payload)
+        if info.completed_at is not None:
+            # Pending objects first: a state left alone by a crash still finds its bytes.
+            self._delete_keys(self._side_keys(info.id))
+            self.client.delete_object(Bucket=self.bucket, Key=self._state_key(info.id))
+
+    @_s3_errors
+    def persist_data(self, upload_id: str) -> None:
+        """Make ``uploads/<id>`` from the committed parts and pending bytes (before the upload is
+        recorded as finished). Idempotent: a finished object of the committed size is done."""
+        state = self._read_state(upload_id)
+        if state is None:
+            return  # nothing pending: a concatenation's object, or an already retired state
+        key = self._data_key(upload_id)
+        if self._object_size(key) == state.offset:
+            return  # made before a crash (the object exists only from completion on)
+        if not state.parts:
+            # Less than one part in all: one PUT of the pending bytes, no multipart upload.
+            self._put(key, _Body(self._read_pending(state.pending)))
+            if state.mpu is not None:
+                self._abort(key, state.mpu)
+            return
+        parts = list(state.parts)
+        tail = sum(p.size for p in state.pending)
+        if tail:
+            number = parts[-1].number + 1
+            if number > MAX_PARTS:
+                raise _too_many_parts()
+            if len(state.pending) == 1:  # server-side: the bytes never come back through us
+                got = self.client.upload_part_copy(
+                    Bucket=self.bucket, Key=key, UploadId=state.mpu or "", PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": state.pending[0].key})
+                etag = str(got["CopyPartResult"].get("ETag", ""))
+            else:
+                body = _Body(self._read_pending(state.pending)).stream()
+                etag = str(self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=state.mpu or "",
+                                                   PartNumber=number, Body=body)["ETag"])
+            parts.append(_Part(number, etag, tail))
+        self._complete(key, state.mpu or "", parts)
+
+    def _complete(self, key: str, mpu: str, parts: list[_Part]) -> None:
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=mpu,
+            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]})
+
+    @_s3_errors
+    def open_writer(self, info: UploadInfo) -> S3Writer:
+        state = self._read_state(info.id)
+        if state is None:
+            raise OSError(errno.ENOENT, f"upload {info.id} has no state (finished or discarded)")
+        if state.offset != info.offset:
+            raise OSError(errno.EIO, f"upload {info.id} committed {state.offset}, not {info.offset}")
+        return S3Writer(self, info.id, state, info.length)
+
+    @_s3_errors
+    def truncate(self, info: UploadInfo) -> None:
+        """Forget commits past ``info.offset``: restore the session's base (see the module
+        docstring). Bytes that were never committed need nothing."""
+        state = self._read_state(info.id)
+        if state is None or state.offset <= info.offset:
+            return
+        base = state.base
+        if base is None or base.offset != info.offset:
+            log.warning("upload %s: cannot roll back from %d to %d; the committed bytes stay",
+                        info.id, state.offset, info.offset)
+            return
+        restored = replace(state, offset=base.offset, expires_at=info.expires_at,
+                           parts=state.parts[:base.parts], pending=base.pending)
+        self._write_state(info.id, restored)
+        self._delete_keys(state.keys() - restored.keys())
+
+    @_s3_errors
+    def concatenate(self, final: UploadInfo, parts: list[UploadInfo]) -> None:
+        """The partial uploads' objects, in order, as the final's object, then its info.
+
+        Parts of at least 5 MiB are copied inside the store (UploadPartCopy, in ranges of at most
+        5 GiB); smaller ones cannot be parts of their own, so they stream through one buffer
+        (ranged GETs, flat memory) together with as much of their neighbours as a part needs.
+        """
+        key = self._data_key(final.id)
+        self._abort(key, None)  # a concatenation a crash cut short
+        sources = [(self._data_key(p.id), p.offset) for p in parts if p.offset > 0]
+        out = _Assembler(self, key)
+        try:
+            for index, (source, size) in enumerate(sources):
+                last = index == len(sources) - 1
+                pos = 0
+                while pos < size:
+                    rem = size - pos
+                    buffered = out.buffered
+                    if 0 < buffered < MIN_PART_SIZE:
+                        take = min(rem, MIN_PART_SIZE - buffered)  # top the buffer up to a part
+                        out.download(source, pos, take)
+                    elif rem >= MIN_PART_SIZE or (last and buffered == 0):
+                        out.flush()  # the buffer (>= 5 MiB) is a part of its own before a copy
+                        out.copy(source, pos, rem)
+                        take = rem
+                    else:
+                        take = rem
+                        out.download(source, pos, take)
+                    pos += take
+            out.finish()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                out.abort()
+            raise
+        self.save(final)
+
+    @_s3_errors
+    def delete(self, upload_id: str) -> None:
+        """Info first, so a half-deleted upload is simply gone rather than corrupt; then the
+        multipart upload, the data and every side object."""
+        info_key = self._info_key(upload_id)
+        self.client.delete_object(Bucket=self.bucket, Key=info_key)
+        self._discard(upload_id)
+
+    @_s3_errors
+    def discard_data(self, upload_id: str) -> None:
+        """Delete the bytes but keep the info (expiry tombstones)."""
+        self._discard(upload_id)
+
+    def _discard(self, upload_id: str) -> None:
+        key = self._data_key(upload_id)
+        state = self._read_state(upload_id)
+        self._abort(key, state.mpu if state is not None else None)
+        self._delete_keys([key, self._state_key(upload_id), *self._side_keys(upload_id)])
+
+    @_s3_errors
+    def ids(self) -> Iterator[str]:
+        prefix = self.blobs.key(UPLOADS + "/")
+        found: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                name = item["Key"][len(prefix):]
+                if name.endswith(INFO_SUFFIX) and is_upload_id(name[: -len(INFO_SUFFIX)]):
+                    found.append(name[: -len(INFO_SUFFIX)])
+        return iter(found)
+
+
+class S3Writer:
+    """Appends to one upload: bytes go up as parts of its multipart upload when a part is full,
+    and every commit records them (see the module docstring).
+
+    The bytes after the last part are, in order: ``_cold``, pending objects whose bytes are not in
+    memory (those the session started with); ``_hot``, pending objects this session wrote, whose
+    bytes are also ``_buf[:saved]``; and ``_buf[saved:]``, bytes not yet in the store. Cold bytes
+    are read back only when they become part of a part.
+    """
+
+    def __init__(self, store: S3Storage, upload_id: str, state: _State, length: int | None = None) -> None:
+        self._store = store
+        self._commit_part_size, self._part_size = store.part_sizes(length)
+        self._id = upload_id
+        self._key = store._data_key(upload_id)
+        self._committed = state
+        self._mpu = state.mpu
+        self._parts = list(state.parts)
+        self._cold = state.pending
+        self._cold_size = sum(p.size for p in state.pending)
+        self._hot: tuple[_Pending, ...] = ()
+        self._buf = _Buffer(self._part_size - self._cold_size)
+        self._saved = 0
+        self._pos = state.offset
+        self._base = _Base(state.offset, len(state.parts), state.pending)
+
+    @property
+    def _tail(self) -> int:
+        """Bytes after the last part."""
+        return self._cold_size + self._buf.fill
+
+    def write(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        part = self._part_size
+        try:
+            while view:
+                take = min(part - self._tail, len(view))
+                self._buf.append(view[:take])
+                view = view[take:]
+                self._pos += take
+                if self._tail >= part:
+                    self._upload_part()
+        except ClientError as exc:
+            raise OSError(errno.EIO, f"S3 upload part: {error_code(exc) or exc}") from exc
+        except BotoCoreError as exc:
+            raise OSError(errno.EIO, f"S3 upload part: {exc}") from exc
+
+    def _upload_part(self) -> None:
+        """Upload everything after the last part as the next part (not yet recorded)."""
+        store = self._store
+        if self._mpu is None:
+            self._mpu = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._key)["UploadId"]
+            # Recorded at once, so an abandoned session's multipart upload is still aborted by
+            # delete/discard (the rest of the committed state is unchanged).
+            self._committed = replace(self._committed, mpu=self._mpu)
+            store._write_state(self._id, self._committed)
+        number = self._parts[-1].number + 1 if self._parts else 1
+        if number > MAX_PARTS:
+            raise _too_many_parts()
+        body = _Body(store._read_pending(self._cold), self._buf.view())
+        got = store.client.upload_part(Bucket=store.bucket, Key=self._key, UploadId=self._mpu,
+                                       PartNumber=number, Body=body.stream())
+        self._parts.append(_Part(number, str(got["ETag"]), len(body)))
+        self._drop_tail()
+
+    def _drop_tail(self) -> None:
+        self._cold, self._cold_size, self._hot, self._saved = (), 0, (), 0
+        self._buf.clear(self._part_size)
+
+    def commit(self, offset: int, expires_at: float) -> None:
+        """Make every byte written so far durable in the store, then record ``offset``."""
+        if offset != self._pos:
+            raise ValueError(f"commit of offset {offset}, but {self._pos} bytes are written")
+        store = self._store
+        try:
+            if self._tail >= self._commit_part_size:
+                self._upload_part()
+            elif self._buf.fill > self._saved:
+                key = store._new_pending_key(self._id)
+                if len(self._cold) + len(self._hot) >= MAX_PENDING:  # merge, so the state stays small
+                    merged = _Body(store._read_pending(self._cold), self._buf.view())
+                    store._put(key, merged)
+                    size = self._tail
+                    self._drop_tail()
+                    self._cold, self._cold_size = (_Pending(key, size),), size
+                    self._buf.clear(self._part_size - size)
+                else:
+                    store._put(key, _Body(self._buf.view(self._saved)))
+                    self._hot = (*self._hot, _Pending(key, self._buf.fill - self._saved))
+                    self._saved = self._buf.fill
+            state = _State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
+                           pending=self._cold + self._hot, base=self._base)
+            store._write_state(self._id, state)  # the commit point
+            stale = self._committed.keys() - state.keys()
+            self._committed = state
+            if stale:
+                store._delete_keys(stale)
+        except ClientError as exc:
+            raise OSError(errno.EIO, f"S3 commit: {error_code(exc) or exc}") from exc
+        except BotoCoreError as exc:
+            raise OSError(errno.EIO, f"S3 commit: {exc}") from exc
+
+    def close(self) -> None:
+        """Drop what was not committed (its parts, if any, are overwritten by the next session)."""
+        self._buf.release()
+
+
+class _Buffer:
+    """Up to one part of bytes in fixed blocks, allocated as bytes arrive (a trickle costs one
+    block, a full part never copies itself to grow) and reused from part to part, so a long upload
+    allocates its buffer once rather than once per part."""
+
+    BLOCK = 256 << 10
+
+    def __init__(self, limit: int) -> None:
+        self.blocks: list[bytearray] = []
+        self.fill = 0
+        self.limit = limit
+
+    def append(self, data: bytes | memoryview) -> None:
+        if self.fill + len(data) > self.limit:
+            raise ValueError("a part buffer cannot hold more than one part")
+        view = memoryview(data)
+        while view:
+            index, at = divmod(self.fill, self.BLOCK)
+            if index == len(self.blocks):
+                self.blocks.append(bytearray(self.BLOCK))
+            n = min(self.BLOCK - at, len(view))
+            self.blocks[index][at:at + n] = view[:n]
+            view = view[n:]
+            self.fill += n
+
+    def view(self, start: int = 0) -> list[memoryview]:
+        """The bytes from ``start`` to the end, as views of the blocks."""
+        views: list[memoryview] = []
+        for index, block in enumerate(self.blocks):
+            lo, hi = index * self.BLOCK, min(self.fill, (index + 1) * self.BLOCK)
+            if hi <= max(lo, start):
+                continue
+            views.append(memoryview(block)[max(lo, start) - lo:hi - lo])
+        return views
+
+    def clear(self, limit: int) -> None:
+        self.fill = 0
+        self.limit = limit
+
+    def release(self) -> None:
+        self.blocks = []
+        self.fill = 0
+
+
+class _Body:
+    """Byte strings sent as one request body without joining them: a seekable file over views
+    (botocore reads it once to sign it and once to send it, and rewinds it for retries)."""
+
+    def __init__(self, *chunks: bytes | memoryview | list[memoryview]) -> None:
+        flat: list[bytes | memoryview] = []
+        for c in chunks:
+            flat.extend(c if isinstance(c, list) else [c])
+        self._chunks = [memoryview(c) for c in flat if len(c)]
+        self._size = sum(len(c) for c in self._chunks)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def stream(self) -> IO[bytes]:
+        return cast(IO[bytes], _BodyStream(self._chunks, self._size))
+
+
+class _BodyStream(io.RawIOBase):
+    def __init__(self, chunks: list[memoryview], size: int) -> None:
+        super().__init__()
+        self._chunks = chunks
+        self._size = size
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def __len__(self) -> int:
+        return self._size
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, min(self._size, base + offset))
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        done = 0
+        skip = self._pos
+        for chunk in self._chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            n = min(len(chunk) - skip, len(out) - done)
+            out[done:done + n] = chunk[skip:skip + n]
+            done += n
+            skip = 0
+            if done == len(out):
+                break
+        self._pos += done
+        return done
+
+
+class _Assembler:
+    """Builds one object from byte ranges of others: copies inside the store where a range can be
+    a part of its own, streams through one part-sized buffer where it cannot."""
+
+    def __init__(self, store: S3Storage, key: str) -> None:
+        self.store = store
+        self.key = key
+        self.mpu: str | None = None
+        self.parts: list[_Part] = []
+        self.buf = _Buffer(store.part_size)
+
+    @property
+    def buffered(self) -> int:
+        return self.buf.fill
+
+    def _start(self) -> str:
+        if self.mpu is None:
+            self.mpu = self.store.client.create_multipart_upload(Bucket=self.store.bucket, Key=self.key)["UploadId"]
+        return self.mpu
+
+    def _next_number(self) -> int:
+        number = len(self.parts) + 1
+        if number > MAX_PARTS:
+            raise _too_many_parts()
+        return number
+
+    def flush(self) -> None:
+        """Upload the buffer as the next part."""
+        if not self.buf.fill:
+            return
+        mpu, number = self._start(), self._next_number()
+        got = self.store.client.upload_part(Bucket=self.store.bucket, Key=self.key, UploadId=mpu,
+                                            PartNumber=number, Body=_Body(self.buf.view()).stream())
+        self.parts.append(_Part(number, str(got["ETag"]), self.buf.fill))
+        self.buf.clear(self.store.part_size)
+
+    def download(self, source: str, start: int, count: int) -> None:
+        """Stream ``count`` bytes of ``source`` from ``start`` into the buffer, a part at a time."""
+        got = self.store.client.get_object(Bucket=self.store.bucket, Key=source,
+                                           Range=f"bytes={start}-{start + count - 1}")
+        body = got["Body"]
+        remaining = count
+        try:
+            while remaining:
+                chunk = body.read(min(READ_CHUNK, remaining, self.store.part_size - self.buf.fill))
+                if not chunk:
+                    raise OSError(errno.EIO, f"{source} is shorter than its upload's offset")
+                self.buf.append(chunk)
+                remaining -= len(chunk)
+                if self.buf.fill >= self.store.part_size:
+                    self.flush()
+        finally:
+            body.close()
+
+    def copy(self, source: str, start: int, count: int) -> None:
+        """Copy ``count`` bytes of ``source`` from ``start`` as parts, server-side (ranges of
+        equal size, at most 5 GiB each, so none is under 5 MiB unless ``count`` is)."""
+        mpu = self._start()
+        pieces = -(-count // MAX_PART_SIZE)
+        step = -(-count // pieces)
+        pos = start
+        end = start + count
+        while pos < end:
+            size = min(step, end - pos)
+            number = self._next_number()
+            got = self.store.client.upload_part_copy(
+                Bucket=self.store.bucket, Key=self.key, UploadId=mpu, PartNumber=number,
+                CopySource={"Bucket": self.store.bucket, "Key": source},
+                CopySourceRange=f"bytes={pos}-{pos + size - 1}")
+            self.parts.append(_Part(number, str(got["CopyPartResult"].get("ETag", "")), size))
+            pos += size
+
+    def finish(self) -> None:
+        """The last part (any size) and the completion; a whole that never needed a part is one
+        PUT."""
+        if self.mpu is None:
+            self.store._put(self.key, _Body(self.buf.view()))
+            self.buf.release()
+            return
+        self.flush()
+        self.store._complete(self.key, self.mpu, self.parts)
+
+    def abort(self) -> None:
+        if self.mpu is not None:
+            self.store._abort(self.key, self.mpu)
