@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import requests
-from ingest_support import OCTET, Ingest
+from ingest_support import OCTET, Ingest, offset_of
 from tusclient import client as tus_client
 from tusclient.exceptions import TusCommunicationError
 
@@ -40,10 +40,6 @@ def _cut_patch(ingest: Ingest, url: str, offset: int, data: bytes, send: int) ->
     s.close()  # RST: a phone that lost its network
 
 
-def _offset(ingest: Ingest, url: str) -> int:
-    return int(ingest.head(url).headers["Upload-Offset"])
-
-
 def test_tuspy_cut_resume_with_checksums(ingest: Ingest, tmp_path: Path) -> None:
     src = _source(tmp_path, 3 * 1024 * 1024 + 17)
     data = src.read_bytes()
@@ -52,10 +48,10 @@ def test_tuspy_cut_resume_with_checksums(ingest: Ingest, tmp_path: Path) -> None
                     metadata={"filename": "source.bin"})
     up.upload(stop_at=1024 * 1024)
     url = up.url
-    assert _offset(ingest, url) == 1024 * 1024
+    assert offset_of(ingest, url) == 1024 * 1024
     # the connection dies in the middle of the next chunk
     _cut_patch(ingest, url, 1024 * 1024, data[1024 * 1024:], 700_000)
-    kept = _offset(ingest, url)
+    kept = offset_of(ingest, url)
     assert 1024 * 1024 <= kept <= 1024 * 1024 + 700_000
     # a fresh client process resumes from the server's offset
     resumed = tus_client.TusClient(f"{ingest.url}/files/", headers={"Authorization": f"Bearer {ingest.keys['acme']}"}
@@ -63,7 +59,7 @@ def test_tuspy_cut_resume_with_checksums(ingest: Ingest, tmp_path: Path) -> None
                                               upload_checksum=True)
     assert resumed.offset == kept
     resumed.upload()
-    assert ingest.data_path(url).read_bytes() == data
+    assert ingest.stored_bytes(url) == data
 
 
 def test_tuspy_checksums_are_verified(ingest: Ingest, tmp_path: Path) -> None:
@@ -72,7 +68,7 @@ def test_tuspy_checksums_are_verified(ingest: Ingest, tmp_path: Path) -> None:
     c = tus_client.TusClient(f"{ingest.url}/files/", headers={"Authorization": f"Bearer {ingest.keys['acme']}"})
     up = c.uploader(file_path=str(src), chunk_size=100_000, upload_checksum=True)
     up.upload(stop_at=100_000)
-    assert _offset(ingest, up.url) == 100_000
+    assert offset_of(ingest, up.url) == 100_000
 
     class Wrong:
         def __init__(self, *_: Any) -> None:
@@ -85,7 +81,7 @@ def test_tuspy_checksums_are_verified(ingest: Ingest, tmp_path: Path) -> None:
     with pytest.raises(TusCommunicationError) as exc:
         up.upload()
     assert exc.value.status_code == 460
-    assert _offset(ingest, up.url) == 100_000
+    assert offset_of(ingest, up.url) == 100_000
 
 
 def _node(args: dict[str, Any], timeout: float = 120) -> dict[str, Any]:
@@ -106,13 +102,13 @@ def test_tus_js_client_cut_and_resume(ingest: Ingest, tmp_path: Path) -> None:
                    "chunkSize": 1024 * 1024, "stopAfter": 1536 * 1024, "metadata": {"filename": "a.mp4"}})
     assert first.get("aborted"), first
     url = first["url"]
-    kept = _offset(ingest, url)
+    kept = offset_of(ingest, url)
     assert 0 < kept < src.stat().st_size
     second = _node({"file": str(src), "endpoint": f"{ingest.url}/files/", "uploadUrl": url,
                     "headers": headers, "chunkSize": 1024 * 1024})
     assert second.get("done"), second
     assert second["url"] == url
-    assert ingest.data_path(url).read_bytes() == src.read_bytes()
+    assert ingest.stored_bytes(url) == src.read_bytes()
     r = ingest.head(url)
     assert r.headers["Upload-Offset"] == str(src.stat().st_size) and "Video-Location" in r.headers
 
@@ -127,7 +123,7 @@ def test_tus_js_client_parallel_uploads_use_concatenation(ingest: Ingest, tmp_pa
     r = ingest.head(url)
     assert r.headers["Upload-Concat"].startswith("final;")
     assert len(r.headers["Upload-Concat"][len("final;"):].split()) == 3
-    assert ingest.data_path(url).read_bytes() == src.read_bytes()
+    assert ingest.stored_bytes(url) == src.read_bytes()
 
 
 def test_tus_js_client_creation_with_upload_and_token(ingest: Ingest, tmp_path: Path) -> None:
@@ -138,4 +134,4 @@ def test_tus_js_client_creation_with_upload_and_token(ingest: Ingest, tmp_path: 
     result = _node({"file": str(src), "endpoint": token["upload_url"], "withUpload": True,
                     "headers": {"Authorization": f"Bearer {token['token']}"}})
     assert result.get("done"), result
-    assert ingest.data_path(result["url"]).read_bytes() == src.read_bytes()
+    assert ingest.stored_bytes(result["url"]) == src.read_bytes()

@@ -199,7 +199,7 @@ def test_terminating_a_finished_upload_deletes_its_bytes_and_its_video(
     assert _id(url) in _transcodes(kube)
     r = requests.delete(url, headers=ingest.headers())
     assert r.status_code == 204, r.text
-    assert ingest.head(url).status_code == 404 and not ingest.data_path(url).exists()
+    assert ingest.head(url).status_code == 404 and not ingest.keys_of(url)
     assert _id(url) not in _transcodes(kube)
     assert requests.delete(url, headers=ingest.headers()).status_code == 404
 
@@ -208,7 +208,7 @@ def test_terminating_a_finished_upload_deletes_its_bytes_and_its_video(
     assert immutable.patch(kept, 0, b"abc").status_code == 204
     r = requests.delete(kept, headers=immutable.headers())
     assert r.status_code == 403 and "immutable" in r.text
-    assert immutable.head(kept).status_code == 200 and immutable.data_path(kept).read_bytes() == b"abc"
+    assert immutable.head(kept).status_code == 200 and immutable.stored_bytes(kept) == b"abc"
     assert _id(kept) in _transcodes(kube)
     unfinished = immutable.create(3)
     assert requests.delete(unfinished, headers=immutable.headers()).status_code == 204

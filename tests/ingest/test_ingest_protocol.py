@@ -13,6 +13,7 @@ import pytest
 import requests
 from ingest_support import OCTET, TUS, Ingest
 
+MiB = 1024 * 1024
 EXT = {"creation", "creation-with-upload", "creation-defer-length", "termination", "concatenation",
        "checksum", "expiration"}
 
@@ -65,7 +66,7 @@ def test_core_flow_and_head(ingest: Ingest) -> None:
     assert r.status_code == 204 and r.headers["Upload-Offset"] == "10"
     assert r.headers["Video-Location"].endswith("/videos/" + url.rsplit("/", 1)[1])
     assert "Upload-Expires" not in r.headers
-    assert ingest.data_path(url).read_bytes() == b"0123456789"
+    assert ingest.stored_bytes(url) == b"0123456789"
 
 
 def test_patch_offset_mismatch_is_409(ingest: Ingest) -> None:
@@ -113,10 +114,10 @@ def test_malformed_patch_headers(ingest: Ingest, headers: dict[str, str], status
     ({"Upload-Length": "5", "Upload-Concat": "final;/files/abc"}, 400),
 ])
 def test_malformed_creation(ingest: Ingest, headers: dict[str, str], status: int) -> None:
-    before = set((ingest.storage / "uploads").iterdir())
+    before = ingest.upload_keys()
     r = requests.post(f"{ingest.url}/files/", headers={**ingest.headers(), **headers})
     assert r.status_code == status, r.text
-    assert set((ingest.storage / "uploads").iterdir()) == before
+    assert ingest.upload_keys() == before
 
 
 def test_patch_past_length_is_413_and_keeps_nothing(ingest: Ingest) -> None:
@@ -126,7 +127,9 @@ def test_patch_past_length_is_413_and_keeps_nothing(ingest: Ingest) -> None:
     r = ingest.patch(url, 0, iter([b"ab", b"cdef"]))
     assert r.status_code == 413
     assert ingest.head(url).headers["Upload-Offset"] == "0"
-    assert ingest.data_path(url).stat().st_size == 0
+    # nothing of the refused bodies was kept: the upload finishes with exactly its own bytes
+    assert ingest.patch(url, 0, b"wxyz").status_code == 204
+    assert ingest.stored_bytes(url) == b"wxyz"
 
 
 def test_chunked_transfer_encoding(ingest: Ingest) -> None:
@@ -136,9 +139,12 @@ def test_chunked_transfer_encoding(ingest: Ingest) -> None:
     def gen() -> Iterator[bytes]:
         yield from parts
 
+    total = sum(map(len, parts))
     r = ingest.patch(url, 0, gen())
-    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(sum(map(len, parts)))
-    assert ingest.data_path(url).read_bytes() == b"".join(parts)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(total)
+    # the length, declared by an empty PATCH, finishes it
+    assert ingest.patch(url, total, b"", Upload_Length=str(total)).status_code == 204
+    assert ingest.stored_bytes(url) == b"".join(parts)
 
 
 def test_defer_length(ingest: Ingest) -> None:
@@ -159,7 +165,7 @@ def test_creation_with_upload(ingest: Ingest) -> None:
     assert r.status_code == 201 and r.headers["Upload-Offset"] == "5"
     url = r.headers["Location"]
     assert ingest.patch(url, 5, b"!!!").status_code == 204
-    assert ingest.data_path(url).read_bytes() == b"hello!!!"
+    assert ingest.stored_bytes(url) == b"hello!!!"
     # a body without the offset content type is refused
     r = requests.post(f"{ingest.url}/files/", headers=ingest.headers(Upload_Length="8"), data=b"hello")
     assert r.status_code == 415
@@ -185,9 +191,10 @@ def test_checksum(ingest: Ingest, algorithm: str) -> None:
     r = ingest.patch(url, 0, b"abc", Upload_Checksum=bad)
     assert r.status_code == 460
     assert ingest.head(url).headers["Upload-Offset"] == "0"
-    assert ingest.data_path(url).stat().st_size == 0
     assert ingest.patch(url, 0, b"abc", Upload_Checksum=good).headers["Upload-Offset"] == "3"
-    assert ingest.data_path(url).read_bytes() == b"abc"
+    more = f"{algorithm} {b64(hashlib.new(algorithm, b'def').digest())}"
+    assert ingest.patch(url, 3, b"def", Upload_Checksum=more).status_code == 204
+    assert ingest.stored_bytes(url) == b"abcdef"  # the refused chunk left nothing behind
 
 
 def test_zero_length_upload_completes_at_creation(ingest: Ingest) -> None:
@@ -196,14 +203,16 @@ def test_zero_length_upload_completes_at_creation(ingest: Ingest) -> None:
     assert ingest.head(r.headers["Location"]).headers["Upload-Offset"] == "0"
 
 
-def test_termination(ingest: Ingest) -> None:
-    url = ingest.create(10)
-    ingest.patch(url, 0, b"abc")
+@pytest.mark.parametrize("sent", [3, 6 * MiB], ids=["small", "past-a-part"])
+def test_termination(ingest: Ingest, sent: int) -> None:
+    """Everything goes: data, info and records (on s3 the multipart upload a part opened too)."""
+    url = ingest.create(8 * MiB)
+    assert ingest.patch(url, 0, b"a" * sent).status_code == 204
     r = requests.delete(url, headers=ingest.headers())
     assert r.status_code == 204
     assert ingest.head(url).status_code == 404
-    assert ingest.patch(url, 3, b"x").status_code == 404
-    assert not ingest.data_path(url).exists()
+    assert ingest.patch(url, sent, b"x").status_code == 404
+    assert ingest.keys_of(url) == [] and ingest.multipart_uploads(url) == []
     assert requests.delete(url, headers=ingest.headers()).status_code == 404
 
 
@@ -242,7 +251,7 @@ def test_concatenation(ingest: Ingest) -> None:
     r2 = ingest.head(final)
     assert r2.headers["Upload-Offset"] == r2.headers["Upload-Length"] == str(sum(map(len, parts)))
     assert r2.headers["Upload-Concat"].startswith("final;")
-    assert ingest.data_path(final).read_bytes() == b"".join(parts)
+    assert ingest.stored_bytes(final) == b"".join(parts)
     # a retried final creation answers with the same upload, never a second one
     r3 = requests.post(f"{ingest.url}/files/", headers=h)
     assert r3.status_code == 201 and r3.headers["Location"] == final
@@ -268,17 +277,20 @@ def test_expiration_and_sweep(start_ingest) -> None:  # type: ignore[no-untyped-
     ing = start_ingest(VIDUP_UPLOAD_EXPIRY_SECONDS="2", VIDUP_INGEST_CLEANUP_INTERVAL="0.5")
     lazy = ing.create(10)
     swept = ing.create(10)
+    begun = ing.create(8 * MiB)  # past a part: on s3 its bytes are in a multipart upload
     finished = ing.create(3)
     assert ing.patch(finished, 0, b"abc").status_code == 204
     ing.patch(lazy, 0, b"ab")
+    assert ing.patch(begun, 0, b"b" * 6 * MiB).status_code == 204
     time.sleep(2.5)
     assert ing.patch(lazy, 2, b"cd").status_code == 410
+    # the sweep drops the bytes of expired uploads (an unfinished one's multipart upload too)
     deadline = time.monotonic() + 10
-    while ing.data_path(swept).exists() and time.monotonic() < deadline:
+    while any(ing.holds_data(u) for u in (swept, lazy, begun)) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not ing.data_path(swept).exists()
-    assert ing.head(swept).status_code == 410
-    assert ing.head(finished).status_code == 200 and ing.data_path(finished).read_bytes() == b"abc"
+    assert not any(ing.holds_data(u) for u in (swept, lazy, begun))
+    assert ing.head(swept).status_code == 410 and ing.head(begun).status_code == 410
+    assert ing.head(finished).status_code == 200 and ing.stored_bytes(finished) == b"abc"
 
 
 def test_max_size_deferred(start_ingest) -> None:  # type: ignore[no-untyped-def]

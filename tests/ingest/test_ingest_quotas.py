@@ -6,7 +6,6 @@ refusal is also checked to leave the storage and that usage untouched.
 
 from __future__ import annotations
 
-import hashlib
 import time
 import uuid
 from collections import Counter
@@ -25,19 +24,28 @@ from vidup_ingest.gateway.quotas import QuotaBook
 TENANTS = ("uploads", "other", "race", "bytes", "deferred", "concat")
 
 
-def book(ing: Ingest) -> QuotaBook:
-    """The ingest's quota bookkeeping, as the app names it (keys belong to the storage volume)."""
-    volume = hashlib.sha256(str(ing.storage.resolve()).encode()).hexdigest()[:16]
-    return QuotaBook(redis.Redis.from_url(ing.env["VIDUP_REDIS_URL"]), namespace=f"vidup:ingest:quota:{volume}")
+QUOTA_KEYS = "vidup:ingest:quota:"
+
+
+def book(ing: Ingest, alias: str) -> QuotaBook | None:
+    """The ingest's quota bookkeeping holding a tenant, as the app named it (its namespace belongs
+    to the store: a volume or a bucket and prefix), found by the tenant's totals in Redis; tenant
+    names are unique per fixture. None while Redis holds nothing for the tenant."""
+    client = redis.Redis.from_url(ing.env["VIDUP_REDIS_URL"])
+    suffix = f":totals:{ing.tenant(alias)}"
+    found = {k.decode()[: -len(suffix)] for k in client.scan_iter(match=f"{QUOTA_KEYS}*{suffix}", count=1000)}
+    assert len(found) <= 1, found
+    return QuotaBook(client, namespace=found.pop()) if found else None
 
 
 def usage(ing: Ingest, alias: str) -> tuple[int, int]:
     """(stored bytes, unfinished uploads) of a tenant."""
-    return book(ing).usage(ing.tenant(alias))
+    quotas = book(ing, alias)
+    return (0, 0) if quotas is None else quotas.usage(ing.tenant(alias))
 
 
 def listing(ing: Ingest) -> list[str]:
-    return sorted(p.name for p in (ing.storage / "uploads").iterdir())
+    return sorted(ing.upload_keys())
 
 
 def post(ing: Ingest, alias: str, length: int | None, body: bytes | None = None, **extra: str) -> requests.Response:
@@ -179,13 +187,13 @@ def test_a_crash_between_storage_and_redis_is_reconciled(start_ingest: IngestFac
     assert usage(ing, "acme") == (10, 1)
     # The storage lost the upload but Redis never heard (a crash after the delete): the sweep
     # drops the entry once it is older than its grace.
-    for suffix in ("", ".info", ".offset"):
-        ing.data_path(url).with_name(ing.data_path(url).name + suffix).unlink()
+    assert ing.keys_of(url)
+    ing.forget(url)
     eventually(lambda: usage(ing, "acme") == (0, 0))
     ing.create(20)
     # Redis lost the bookkeeping (flushed, a new Redis): the sweep counts what is stored again.
-    quotas = book(ing)
-    assert quotas.redis is not None
+    quotas = book(ing, "acme")
+    assert quotas is not None and quotas.redis is not None
     quotas.redis.delete(*quotas.keys(ing.tenant("acme")))
     eventually(lambda: usage(ing, "acme") == (20, 1))
     refused(ing, "acme", lambda: post(ing, "acme", 1), 429, "uploads")

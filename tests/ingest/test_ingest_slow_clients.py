@@ -171,7 +171,7 @@ def test_slow_clients_stop_nobody_and_are_cut_at_their_deadlines(slow_ingest: In
     url = _upload(slow_ingest, data, 2 * MiB)
     head = slow_ingest.head(url)
     assert head.status_code == 200 and int(head.headers["Upload-Offset"]) == len(data)
-    assert slow_ingest.data_path(url).read_bytes() == data
+    assert slow_ingest.stored_bytes(url) == data
 
     # Heads not finished by the header deadline are answered 408 and closed.
     heads = crowd.wait_until_all_closed("head", timeout=10 * DEADLINE)
@@ -190,12 +190,12 @@ def test_slow_clients_stop_nobody_and_are_cut_at_their_deadlines(slow_ingest: In
     # What a cut body sent is kept, and its upload resumes from there to the end.
     c = bodies[0]
     kept = int(slow_ingest.head(c.url).headers["Upload-Offset"])
-    assert slow_ingest.data_path(c.url).read_bytes()[:kept] == c.body[:kept]
     r = slow_ingest.patch(c.url, kept, c.body[kept:])
     assert r.status_code == 204, (r.status_code, r.text)
-    assert slow_ingest.data_path(c.url).read_bytes() == c.body
+    assert slow_ingest.stored_bytes(c.url) == c.body  # the kept head is the body's own
 
 
+@pytest.mark.file_only("the connection layer before any request: nothing reaches the storage")
 def test_a_connection_sending_nothing_is_closed_after_the_header_deadline(slow_ingest: Ingest) -> None:
     """No byte at all (a preconnect, an idle attacker): closed without an answer."""
     with socket.create_connection(("127.0.0.1", slow_ingest.port), timeout=10 * DEADLINE) as s:
@@ -221,9 +221,10 @@ def test_a_head_arriving_in_pieces_is_served(slow_ingest: Ingest) -> None:
                   + "".join(f"{k}: {v}\r\n" for k, v in slow_ingest.headers().items()).encode() + b"\r\n")
         answer = s.recv(65536)
         assert answer.startswith(b"HTTP/1.1 200 ") and b"\r\nUpload-Offset: 10\r\n" in answer
-    assert slow_ingest.data_path(url).read_bytes() == b"0123456789"
+    assert slow_ingest.stored_bytes(url) == b"0123456789"
 
 
+@pytest.mark.file_only("the connection cap refuses before any request: nothing reaches the storage")
 def test_connections_past_the_cap_are_refused_with_503_at_once(start_ingest: Any) -> None:
     """Past VIDUP_INGEST_MAX_CONNECTIONS a newcomer gets 503 + Retry-After without waiting in
     the accept queue; once connections leave, new ones are served again."""
