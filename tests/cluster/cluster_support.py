@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import m3u8
+import requests
 import yaml
 
 from vidup.localcluster import hostnet, node
@@ -93,3 +95,16 @@ class HostSnapshot:
 
 def kubectl_argv(cluster: Cluster) -> list[str]:
     return [str(binaries.expected().kubectl), "--kubeconfig", str(cluster.kubeconfig)]
+
+
+def assert_hls_served(master_url: str) -> None:
+    """The master playlist, its first rendition's playlist and first segment answer through the
+    ingress (the segment is MPEG-TS)."""
+    master = requests.get(master_url, timeout=10)
+    assert master.status_code == 200 and master.text.startswith("#EXTM3U")
+    rendition = m3u8.loads(master.text, uri=master_url).playlists[0]
+    media = requests.get(rendition.absolute_uri, timeout=10)
+    assert media.status_code == 200
+    segment = m3u8.loads(media.text, uri=rendition.absolute_uri).segments[0]
+    body = requests.get(segment.absolute_uri, timeout=10)
+    assert body.status_code == 200 and body.content[:1] == b"\x47"  # an MPEG-TS sync byte

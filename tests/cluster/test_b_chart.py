@@ -16,11 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import m3u8
 import pytest
-import requests
 import yaml
-from cluster_support import kubectl, wait_for
+from cluster_support import assert_hls_served, kubectl, wait_for
 from playwright.sync_api import Browser, expect
 
 from vidup.localcluster.cluster import Cluster
@@ -129,14 +127,7 @@ def test_upload_through_the_ingress_becomes_hls_served_through_the_ingress(
     doc = upload(local_cluster, release, make_video(tmp_path / "clip.mp4", 4), tmp_path)
     assert doc["status"] == "COMPLETED", doc
     assert doc["master_playlist_url"].startswith(local_cluster.ingress_url)
-    master = requests.get(doc["master_playlist_url"], timeout=10)
-    assert master.status_code == 200 and master.text.startswith("#EXTM3U")
-    rendition = m3u8.loads(master.text, uri=doc["master_playlist_url"]).playlists[0]
-    media = requests.get(rendition.absolute_uri, timeout=10)
-    assert media.status_code == 200
-    segment = m3u8.loads(media.text, uri=rendition.absolute_uri).segments[0]
-    body = requests.get(segment.absolute_uri, timeout=10)
-    assert body.status_code == 200 and body.content[:1] == b"\x47"  # an MPEG-TS sync byte
+    assert_hls_served(doc["master_playlist_url"])
     listed = kubectl(local_cluster, "-n", NS, "get", "videotranscodes").stdout
     assert doc["id"] in listed and "Completed" in listed
 
