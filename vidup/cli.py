@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -14,7 +15,7 @@ from vidup import upload_client
 from vidup.localcluster import cluster as local_cluster
 from vidup.localstack import binaries
 from vidup.localstack.stack import ALL_COMPONENTS, Stack, default_runs_root, read_state, stop_from_state
-from vidup.settings import STORAGE_KINDS
+from vidup.settings import STORAGE_KINDS, Settings
 
 
 def _current_pointer() -> Path:
@@ -145,6 +146,18 @@ def cmd_upload(args: argparse.Namespace) -> int:
                              chunk_size=max(1, int(args.chunk_mib * (1 << 20))))
 
 
+def cmd_top(args: argparse.Namespace) -> int:
+    from vidup import top
+
+    if args.redis_url and not args.run_dir:  # a cluster (or any vidup): Redis + a kubeconfig
+        source = top.Source(args.redis_url, args.kubeconfig or os.environ.get("KUBECONFIG"),
+                            args.namespace or os.environ.get("VIDUP_NAMESPACE", "default"),
+                            args.queue or os.environ.get("VIDUP_QUEUE", Settings.queue), label=args.redis_url)
+    else:
+        source = top.source_from_state(_find_run_dir(args.run_dir))
+    return top.run(source, once=args.once, interval=args.interval, as_json=args.json, failures=args.failures)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vidup", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -201,6 +214,20 @@ def main(argv: list[str] | None = None) -> int:
     upload.add_argument("--chunk-mib", type=_positive_float, default=8.0,
                         help="MiB per PATCH (default 8); lower it behind a proxy that limits request bodies")
     upload.set_defaults(func=cmd_upload)
+
+    top = sub.add_parser("top", help="a live view: queue depth, workers busy/idle, videos by phase, failures")
+    top.add_argument("--run-dir", help="a local stack's run directory (default: the running one)")
+    top.add_argument("--redis-url", default=os.environ.get("VIDUP_REDIS_URL"),
+                     help="watch a cluster instead: its Redis (e.g. through kubectl port-forward); "
+                          "default $VIDUP_REDIS_URL")
+    top.add_argument("--kubeconfig", help="with --redis-url: the cluster (default $KUBECONFIG)")
+    top.add_argument("--namespace", help="with --redis-url: where the VideoTranscodes are (default: default)")
+    top.add_argument("--queue", help="with --redis-url: the transcode queue (default: transcode)")
+    top.add_argument("--once", action="store_true", help="print one snapshot and exit (1 if a part was unreachable)")
+    top.add_argument("--json", action="store_true", help="the snapshot as JSON")
+    top.add_argument("--interval", type=_positive_float, default=2.0, help="seconds between refreshes (default 2)")
+    top.add_argument("--failures", type=int, default=5, help="how many recent failures to show (default 5)")
+    top.set_defaults(func=cmd_top)
 
     args = parser.parse_args(argv)
     return int(args.func(args))

@@ -6,19 +6,22 @@ holds one for its whole PATCH and the ingest serves ``VIDUP_INGEST_WORKERS * VID
 requests at once (default 2 * 256); connections still sending their head, kept alive or being
 closed cost no thread. ``VIDUP_INGEST_HEADER_TIMEOUT=0`` runs gunicorn's stock gthread instead.
 Each worker builds its own app (no preload), so Redis/Kubernetes clients and background threads are
-per process.
+per process. With ``VIDUP_METRICS_PORT`` set the master also serves the workers' summed Prometheus
+metrics on that port (``server/metrics.py``).
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from vidup import logs
 from vidup_ingest.config import IngestConfig
+from vidup_ingest.server import metrics as server_metrics
+from vidup_ingest.server.logs import JsonGunicornLogger
 from vidup_ingest.server.worker import HeadFirstWorker, gunicorn_worker_connections
 
 
@@ -42,8 +45,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="0.0.0.0")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
+    hooks: dict[str, Any] = {}
+    port = server_metrics.metrics_port()
+    # First: the workers must inherit the directory before prometheus_client is imported. A
+    # directory given without a port is still emptied, or the workers would write to a stale one.
+    if port or os.environ.get(server_metrics.MULTIPROC_ENV, "").strip():
+        directory, owned = server_metrics.prepare_multiprocess_dir()
+        hooks = server_metrics.gunicorn_hooks(port, server_metrics.metrics_host(), directory, owned)
     config = IngestConfig.from_env()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    as_json = logs.configure("ingest")  # VIDUP_LOG_FORMAT, VIDUP_LOG_LEVEL; the workers inherit it
     worker_class: type | str = "gthread"
     worker_connections = config.max_connections
     if config.header_timeout > 0:
@@ -61,8 +71,10 @@ def main(argv: list[str] | None = None) -> None:
         "accesslog": "-",
         "errorlog": "-",
         "loglevel": os.environ.get("VIDUP_INGEST_LOG_LEVEL", "info"),
+        **({"logger_class": JsonGunicornLogger} if as_json else {}),
         # Several ingests run side by side (replicas, tests): no shared control socket in $HOME.
         "control_socket_disable": True,
+        **hooks,
     }).run()
 
 

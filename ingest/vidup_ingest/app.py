@@ -14,15 +14,19 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import time
+import uuid
 from typing import Any
 
 import redis
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from vidup import logs
 from vidup.settings import Settings
-from vidup.storage.s3 import S3Blobs
+from vidup.storage import S3Blobs, open_blobs
+from vidup_ingest import metrics
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway import cors, tokens
@@ -90,9 +94,10 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
 
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, health_check_interval=30)
     storage: Storage
-    if settings.storage == "s3":
-        storage = S3Storage(S3Blobs.from_settings(settings), part_size=config.s3_part_size,
-                            max_size=settings.max_upload_size)
+    # One store client for the upload store and the HLS routes (a pooled boto3 client on S3).
+    blobs = app.extensions["vidup_blobs"] = open_blobs(settings)
+    if isinstance(blobs, S3Blobs):
+        storage = S3Storage(blobs, part_size=config.s3_part_size, max_size=settings.max_upload_size)
         where = f"s3:{settings.s3_endpoint}/{settings.s3_bucket}/{settings.s3_prefix}"
     else:
         storage = LocalStorage(settings.storage_dir, fsync=config.fsync)
@@ -115,6 +120,17 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
                                                     settings.rate_limit_creations)
 
     @app.before_request
+    def _start_clock() -> None:
+        g.vidup_request_started = time.perf_counter()  # first, so a preflight answer is timed too
+
+    @app.before_request
+    def _bind_request_id() -> None:
+        # Before the preflight hook, so every answer carries an id and every log line of the request.
+        given = request.headers.get("X-Request-ID", "")
+        g.vidup_request_id = given if 0 < len(given) <= 200 and given.isprintable() else uuid.uuid4().hex
+        logs.start(request_id=g.vidup_request_id)
+
+    @app.before_request
     def _preflight() -> Response | None:
         if cors.is_preflight():
             return cors.preflight_response(config.cors_origins)
@@ -125,13 +141,19 @@ def create_app(settings: Settings | None = None, config: IngestConfig | None = N
         resp.headers["Tus-Resumable"] = TUS_VERSION
         if resp.status_code in (201, 204) or request.method == "HEAD":
             resp.headers.pop("Content-Type", None)  # no body, no type
-        request_id = request.headers.get("X-Request-ID")
-        if request_id and len(request_id) <= 200 and request_id.isprintable():
+        request_id = g.get("vidup_request_id")
+        if request_id:
             resp.headers["X-Request-ID"] = request_id
         if resp.status_code >= 400 and _has_unread_body():
             # We did not read the body: don't let gunicorn drain gigabytes before the next request.
             resp.headers["Connection"] = "close"
-        return cors.add_cors_headers(resp, config.cors_origins)
+        resp = cors.add_cors_headers(resp, config.cors_origins)
+        started = g.get("vidup_request_started")
+        if started is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else None
+            metrics.REQUEST_DURATION.labels(metrics.route_label(rule), request.method, str(resp.status_code)).observe(
+                time.perf_counter() - started)
+        return resp
 
     @app.errorhandler(TusError)
     def _tus_error(exc: TusError) -> Response:

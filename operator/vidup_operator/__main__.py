@@ -16,7 +16,11 @@ import signal
 import kopf
 import redis
 
-from vidup_operator import handlers  # noqa: F401  (registers the handlers with Kopf)
+from vidup import logs
+from vidup_operator import (
+    handlers,  # noqa: F401  (registers the handlers with Kopf)
+    metrics,
+)
 from vidup_operator.config import OperatorConfig
 from vidup_operator.jobs import JobStore
 from vidup_operator.kube import Kube, new_api_client
@@ -69,6 +73,7 @@ async def main(config: OperatorConfig) -> None:
         config=config, jobs=JobStore(connection, settings.queue), kube=Kube(new_api_client()),
         wakeups=Wakeups(settings.redis_url),
     )
+    metrics.serve_from_env(runtime.jobs)
     loop = asyncio.get_running_loop()
     exiting = asyncio.Event()
     interval = max(0.2, config.lease_seconds / 3)
@@ -88,6 +93,8 @@ async def main(config: OperatorConfig) -> None:
                 memo=kopf.Memo(runtime=runtime),
             )
         finally:
+            metrics.LEADER.set(0)
+            metrics.RESOURCES.clear()  # a standby watches nothing; a new leader lists afresh
             for task in (holder, listener):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -103,6 +110,8 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="debug logging")
     args = parser.parse_args(argv)
     kopf.configure(debug=args.verbose, verbose=args.verbose)
+    # Kopf's text lines name their object; in JSON mode ours replace them, the object as video_id.
+    logs.configure("operator", "DEBUG" if args.verbose else None, keep_text_handlers=True)
     asyncio.run(main(OperatorConfig.from_env()))
 
 

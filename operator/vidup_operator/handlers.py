@@ -11,6 +11,7 @@ import kopf
 
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.transcode_jobs import job_id_for
+from vidup_operator import autoscaler, metrics
 from vidup_operator.decisions import needs_work
 from vidup_operator.outputs import remove_video_outputs
 from vidup_operator.reconciler import Reconciler, Runtime
@@ -34,8 +35,14 @@ def configure(settings: kopf.OperatorSettings) -> None:
 
 
 @kopf.on.startup()
-async def on_startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     configure(settings)
+    memo["autoscaler"] = autoscaler.start(memo["runtime"])  # Kopf runs only on the leader
+
+
+@kopf.on.cleanup()
+async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await autoscaler.stop(memo.get("autoscaler"))
 
 
 def _needs_work(body: kopf.Body, **_: Any) -> bool:
@@ -50,6 +57,16 @@ async def reconcile(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStoppe
     """One loop per resource that still has work; Kopf stops it once the resource is terminal."""
     runtime: Runtime = memo["runtime"]
     await Reconciler(runtime, body).run(stopped)
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL, id="metrics")
+def watch_phases(event: kopf.RawEvent, body: kopf.Body, **_: Any) -> None:
+    """Feed the resources-by-phase gauge from the watch stream (listing included)."""
+    uid = str(body.metadata.uid)
+    if event.get("type") == "DELETED":
+        metrics.RESOURCES.gone(uid)
+    else:
+        metrics.RESOURCES.seen(uid, (body.get("status") or {}).get("phase"))
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, id="cleanup")

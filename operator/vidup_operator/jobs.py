@@ -121,6 +121,24 @@ class JobStore:
                 return born > started
         return False
 
+    @property
+    def queue_name(self) -> str:
+        return str(self.queue.name)
+
+    def queue_stats(self, now: datetime | None = None) -> tuple[int, float | None]:
+        """(jobs waiting in the queue, seconds the one at its head has waited or None), for the
+        metrics. The head is the oldest but for jobs handed back to the front, older still."""
+        now = now or datetime.now(UTC)
+        depth = int(self.queue.count)
+        head = self.queue.get_job_ids(0, 0)
+        if not head:
+            return depth, None
+        try:
+            enqueued = _aware(Job.fetch(head[0], connection=self.connection).enqueued_at)
+        except NoSuchJobError:
+            return depth, None
+        return depth, None if enqueued is None else max(0.0, (now - enqueued).total_seconds())
+
     def progress(self, job_id: str) -> int | None:
         """The worker's last published percentage, if any."""
         raw = self.connection.hget(progress_key(job_id), "progress")

@@ -17,6 +17,8 @@ import uuid
 
 import redis
 
+from vidup_operator import metrics
+
 
 def lease_key(namespace: str, queue: str) -> str:
     """One leader per watched namespace and queue: separate installs sharing a Redis don't collide."""
@@ -63,10 +65,13 @@ class LeaderLease:
 
     def renew(self) -> bool:
         """Extend the lease if we hold it, or re-take it if it vanished (Redis lost its data)."""
-        return bool(self._renew(keys=[self.key], args=[self.identity, self.ttl_ms]))
+        held = bool(self._renew(keys=[self.key], args=[self.identity, self.ttl_ms]))
+        metrics.LEADER.set(1 if held else 0)
+        return held
 
     def release(self) -> None:
         """Give the lease up (on a clean shutdown) so a standby need not wait for the TTL."""
+        metrics.LEADER.set(0)
         self._release(keys=[self.key], args=[self.identity])
 
     def holder(self) -> str | None:

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from vidup.resource import VideoSpec
 from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import TranscodeRequest, job_id_for
+from vidup_operator import metrics
 from vidup_operator.config import OperatorConfig
 from vidup_operator.decisions import Decision, JobCommand, JobView, Observation, decide, needs_work, pending_patch
 from vidup_operator.jobs import JobStore
@@ -143,6 +144,7 @@ class Reconciler:
         name = str(self.meta.get("name"))
         jobs = self.runtime.jobs
         status_patch = decision.status
+        before = dict(self.status)  # _patch replaces self.status; the metrics compare the two
         if decision.cancel_job_id:
             await asyncio.to_thread(jobs.cancel, decision.cancel_job_id)
             await asyncio.to_thread(jobs.forget, decision.cancel_job_id)
@@ -160,6 +162,7 @@ class Reconciler:
                 raise
         if status_patch:
             await self._patch(name, status_patch)
+        metrics.record_decision(before, decision, obs, self.meta.get("creationTimestamp"))
         for event in decision.events:
             if event.type == "Warning":  # the log says what the operator saw, not only what it did
                 log.warning("%s: %s: %s (job %s seen as %s)", name, event.reason, event.message,

@@ -32,6 +32,8 @@ VALUE_SETS = {
     "autoscaling-and-httproute": ["worker.autoscaling.enabled=true", "httpRoute.enabled=true",
                                   "httpRoute.parentRefs[0].name=traefik", "httpRoute.parentRefs[0].namespace=traefik",
                                   "ingress.enabled=false"],
+    "operator-autoscaling-and-service-monitor": ["worker.autoscaling.operator.enabled=true",
+                                                 "metrics.serviceMonitor.enabled=true"],
 }
 
 

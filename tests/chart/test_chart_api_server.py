@@ -1,4 +1,4 @@
-"""The chart against a real API server (the session's etcd + kube-apiserver, RBAC on): six value
+"""The chart against a real API server (the session's etcd + kube-apiserver, RBAC on): seven value
 sets (S3 storage among them) are accepted in a server-side dry run, the RBAC objects grant each
 ServiceAccount exactly what its component needs, and a real install keeps its generated key and
 token secret across upgrades and leaves nothing behind on uninstall. On a real node: tests/cluster."""

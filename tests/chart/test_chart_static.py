@@ -1,7 +1,9 @@
 """The chart, statically: lint, the schema refuses bad values at every level, every object is
 labelled and every pod locked down, RBAC is exactly what the README lists, the Secret holds only
 digests, the settings reach every component, S3 storage mounts no shared volume and needs a bucket
-and a Secret while file storage renders as before, autoscaling renders one scaler, and both READMEs
+and a Secret while file storage renders as before, autoscaling renders one scaler (the operator's
+adds one RBAC rule for the worker Deployment's scale, and excludes the HPA and KEDA), metrics ports
+and Services stay off the ingress with ServiceMonitors only where their API exists, and both READMEs
 carry the values table the schema defines. Against a real API server: test_chart_api_server.py;
 on a real node: tests/cluster."""
 
@@ -316,10 +318,10 @@ def test_every_component_gets_the_settings() -> None:
     assert item["key"] == "api-keys.json"
     assert env["VIDUP_TOKEN_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "vidup-auth", "key": "token-secret"}
     # the ingest's port, Service and probes
-    assert ingest["ports"] == [{"name": "http", "containerPort": 8080}]
+    assert ingest["ports"] == [{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}]
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert ingest[probe]["httpGet"] == {"path": "/healthz", "port": "http"}
-    service = _component(objects, "Service", "ingest")
+    service = next(s for s in _by_kind(objects, "Service") if s["metadata"]["name"] == "vidup-ingest")
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
 
 
@@ -589,3 +591,99 @@ def test_values_yaml_has_exactly_the_schemas_keys() -> None:
         return found
 
     assert keys(values) == documented
+
+
+SCALE_RULE = {"apiGroups": ["apps"], "resources": ["deployments/scale"], "resourceNames": ["vidup-worker"],
+              "verbs": ["get", "patch"]}
+
+
+def test_operator_autoscaling_grants_only_the_worker_deployments_scale() -> None:
+    objects = render("worker.autoscaling.operator.enabled=true", "worker.autoscaling.operator.minReplicas=0",
+                     "worker.autoscaling.operator.maxReplicas=6", "worker.autoscaling.operator.quietSeconds=45")
+    role = _component(objects, "Role", "operator")
+    assert role["rules"] == [*OPERATOR_RULES, SCALE_RULE]  # one name, one subresource, two verbs
+    assert _component(objects, "Role", "ingest")["rules"] == INGEST_RULES
+    worker = _component(objects, "Deployment", "worker")
+    assert worker["metadata"]["name"] == SCALE_RULE["resourceNames"][0]
+    assert "replicas" not in worker["spec"]  # the operator owns them: an upgrade must not reset them
+    env = {e["name"]: e.get("value") for e in _container(objects, "operator")["env"]}
+    assert {k: v for k, v in env.items() if k.startswith("VIDUP_AUTOSCALE_")} == {
+        "VIDUP_AUTOSCALE_DEPLOYMENT": "vidup-worker", "VIDUP_AUTOSCALE_MIN": "0", "VIDUP_AUTOSCALE_MAX": "6",
+        "VIDUP_AUTOSCALE_QUIET_SECONDS": "45", "VIDUP_AUTOSCALE_INTERVAL_SECONDS": "5",
+    }
+    assert not _by_kind(objects, "HorizontalPodAutoscaler") and not _by_kind(objects, "ScaledObject")
+    # the drain covers a busy worker that a scale down picks: it finishes or hands its job back
+    spec = worker["spec"]["template"]["spec"]
+    drain = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}["VIDUP_WORKER_DRAIN_SECONDS"]
+    assert 0 < int(drain) < spec["terminationGracePeriodSeconds"]
+    # off (the default): no rule, no variables, the chart's replicas
+    objects = render()
+    assert _component(objects, "Role", "operator")["rules"] == OPERATOR_RULES
+    assert not [e for e in _container(objects, "operator")["env"] if e["name"].startswith("VIDUP_AUTOSCALE_")]
+    assert _component(objects, "Deployment", "worker")["spec"]["replicas"] == 2
+    # a fullnameOverride renames the Deployment, and the rule follows
+    objects = render("worker.autoscaling.operator.enabled=true", "fullnameOverride=media")
+    assert _component(objects, "Role", "operator")["rules"][-1]["resourceNames"] == ["media-worker"]
+    assert _component(objects, "Deployment", "worker")["metadata"]["name"] == "media-worker"
+
+
+@pytest.mark.parametrize(("values", "extra", "complaint"), [
+    (["worker.autoscaling.enabled=true"], (), "worker.autoscaling.operator.enabled excludes"),
+    (["worker.autoscaling.keda.enabled=true"], (), "worker.autoscaling.operator.enabled excludes"),
+    (["worker.autoscaling.keda.enabled=true"], ("--api-versions", "keda.sh/v1alpha1"),
+     "worker.autoscaling.operator.enabled excludes"),
+    (["worker.autoscaling.operator.minReplicas=5"], (), "minReplicas must not exceed maxReplicas"),
+    (["worker.autoscaling.operator.maxReplicas=0"], (), SCHEMA_ERROR),
+])
+def test_one_scaler_at_a_time(values: list[str], extra: tuple[str, ...], complaint: str) -> None:
+    done = helm("template", "vidup", str(CHART), *extra, "--set", "worker.autoscaling.operator.enabled=true",
+                *[arg for pair in values for arg in ("--set", pair)], check=False)
+    assert done.returncode != 0 and complaint in done.stderr, done.stderr
+
+
+def test_metrics_ports_and_services_stay_inside_the_cluster() -> None:
+    objects = render()
+    services = {s["metadata"]["name"]: s for s in _by_kind(objects, "Service")}
+    for component in VIDUP_COMPONENTS:
+        container = _container(objects, component)
+        assert {"name": "metrics", "containerPort": 9090} in container["ports"]
+        assert {"name": "VIDUP_METRICS_PORT", "value": "9090"} in container["env"]
+        service = services[f"vidup-{component}-metrics"]
+        assert service["spec"]["type"] == "ClusterIP"
+        assert service["spec"]["ports"] == [{"name": "metrics", "port": 9090, "targetPort": "metrics"}]
+        deployment = _component(objects, "Deployment", component)
+        assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    backends = [p["backend"]["service"] for i in _by_kind(objects, "Ingress")
+                for r in i["spec"]["rules"] for p in r["http"]["paths"]]
+    assert backends == [{"name": "vidup-ingest", "port": {"name": "http"}}]  # never the metrics port
+    assert not _by_kind(objects, "ServiceMonitor")
+    objects = render("metrics.enabled=false", "metrics.serviceMonitor.enabled=true",
+                     extra=("--api-versions", "monitoring.coreos.com/v1"))
+    assert not [s for s in _by_kind(objects, "Service") if s["metadata"]["name"].endswith("-metrics")]
+    assert not _by_kind(objects, "ServiceMonitor")
+    for component in VIDUP_COMPONENTS:
+        container = _container(objects, component)
+        assert "metrics" not in [p["name"] for p in container.get("ports", [])]
+        assert "VIDUP_METRICS_PORT" not in [e["name"] for e in container["env"]]
+
+
+def test_service_monitors_only_where_the_prometheus_operator_api_exists() -> None:
+    assert not _by_kind(render("metrics.serviceMonitor.enabled=true"), "ServiceMonitor")
+    prometheus = ("--api-versions", "monitoring.coreos.com/v1")
+    assert not _by_kind(render(extra=prometheus), "ServiceMonitor")  # the API alone changes nothing
+    objects = render("metrics.serviceMonitor.enabled=true", "metrics.serviceMonitor.interval=15s",
+                     "metrics.serviceMonitor.labels.release=kube-prometheus", "metrics.port=9300", extra=prometheus)
+    monitors = {m["metadata"]["labels"]["app.kubernetes.io/component"]: m for m in _by_kind(objects, "ServiceMonitor")}
+    assert set(monitors) == set(VIDUP_COMPONENTS)
+    services = {s["metadata"]["name"]: s for s in _by_kind(objects, "Service")}
+    for component, monitor in monitors.items():
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus"
+        assert monitor["spec"]["endpoints"] == [{"port": "metrics", "path": "/metrics", "interval": "15s",
+                                                 "scrapeTimeout": "10s"}]
+        assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["vidup"]}
+        wanted = monitor["spec"]["selector"]["matchLabels"].items()
+        selected = [name for name, s in services.items() if all(s["metadata"]["labels"].get(k) == v for k, v in wanted)]
+        assert selected == [f"vidup-{component}-metrics"]  # only the metrics Service, not the ingest's http one
+        assert services[selected[0]]["spec"]["ports"][0]["port"] == 9300
+        assert {"name": "metrics", "containerPort": 9300} in _container(objects, component)["ports"]

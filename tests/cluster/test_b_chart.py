@@ -12,7 +12,7 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,29 @@ def helm(cluster: Cluster, *args: str, timeout: float = 900, check: bool = True)
     if check and done.returncode != 0:
         raise AssertionError(f"helm {' '.join(args)} failed: {done.stdout}\n{done.stderr}")
     return done
+
+
+def serve_release(cluster: Cluster, release: str, namespace: str, installed: subprocess.CompletedProcess[str],
+                  diagnosis: Callable[[], str]) -> Iterator[str]:
+    """A module fixture's body after its ``helm install``: yield the release's API key, then
+    uninstall it and its namespace (VideoTranscodes left behind lose their finalizer first, as
+    nothing runs the operator any more)."""
+
+    def objects(*args: str) -> Any:
+        return json.loads(kubectl(cluster, "-n", namespace, *args, "-o", "json").stdout)
+
+    try:
+        assert installed.returncode == 0, f"{installed.stderr}\n{diagnosis()}"
+        found = objects("get", "secrets", "-l", f"app.kubernetes.io/instance={release}")["items"]
+        keys = [base64.b64decode(s["data"]["api-key"]).decode() for s in found if "api-key" in s.get("data", {})]
+        assert len(keys) == 1
+        yield keys[0]
+    finally:
+        helm(cluster, "uninstall", release, "-n", namespace, "--wait", check=False)
+        for vt in objects("get", "videotranscodes")["items"]:
+            kubectl(cluster, "-n", namespace, "patch", "videotranscode", vt["metadata"]["name"], "--type=merge",
+                    "-p", '{"metadata":{"finalizers":null}}', check=False)
+        kubectl(cluster, "delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def _json(cluster: Cluster, *args: str) -> Any:

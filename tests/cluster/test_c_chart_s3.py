@@ -8,7 +8,6 @@ bucket, and uninstall leaves nothing of the release (the bucket keeps the source
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import secrets
@@ -22,7 +21,7 @@ import pytest
 import requests
 import yaml
 from cluster_support import apply, assert_hls_served, kubectl, wait_for
-from test_b_chart import CHART, helm, make_video, ready
+from test_b_chart import CHART, helm, make_video, ready, serve_release
 
 from vidup.localcluster import hostnet
 from vidup.localcluster.cluster import Cluster
@@ -93,18 +92,7 @@ def release(local_cluster: Cluster, s3: S3Server, prefix: str) -> Iterator[str]:
                      "--set", f"storage.s3.region={REGION}", "--set", f"storage.s3.bucket={BUCKET}",
                      "--set", f"storage.s3.prefix={prefix}", "--set", f"storage.s3.existingSecret={SECRET}",
                      "--set", f"ingress.host={HOST}", check=False)
-    try:
-        assert installed.returncode == 0, f"{installed.stderr}\n{_diagnosis(local_cluster)}"
-        found = _json(local_cluster, "get", "secrets", "-l", f"app.kubernetes.io/instance={RELEASE}")["items"]
-        keys = [base64.b64decode(s["data"]["api-key"]).decode() for s in found if "api-key" in s.get("data", {})]
-        assert len(keys) == 1
-        yield keys[0]
-    finally:
-        helm(local_cluster, "uninstall", RELEASE, "-n", NS, "--wait", check=False)
-        for vt in _json(local_cluster, "get", "videotranscodes")["items"]:
-            kubectl(local_cluster, "-n", NS, "patch", "videotranscode", vt["metadata"]["name"], "--type=merge",
-                    "-p", '{"metadata":{"finalizers":null}}', check=False)
-        kubectl(local_cluster, "delete", "namespace", NS, "--wait=false", check=False)
+    yield from serve_release(local_cluster, RELEASE, NS, installed, lambda: _diagnosis(local_cluster))
 
 
 def upload(cluster: Cluster, key: str, video: Path, tmp: Path, chunk_mib: float = 8) -> dict[str, Any]:

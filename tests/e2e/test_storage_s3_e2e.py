@@ -17,8 +17,9 @@ from urllib.parse import urljoin, urlsplit
 import m3u8
 import pytest
 import requests
+from e2e_support import make_clip, video_id_of
+from e2e_support import tus_upload as upload_location
 from kubernetes import client
-from tusclient import client as tus_client
 
 from vidup.localstack.stack import Stack
 from vidup.resource import GROUP, PLURAL, VERSION
@@ -49,25 +50,9 @@ def bucket(stack: Stack) -> S3Blobs:
     return stack.s3.blobs()
 
 
-def make_clip(path: Path, seconds: int, size: str) -> Path:
-    """testsrc2 with a tone: video and audio, as a phone writes them (moov at the end)."""
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
-         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}", "-c:v", "libx264", "-preset", "ultrafast",
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-        check=True,
-    )
-    return path
-
-
 def tus_upload(stack: Stack, path: Path) -> str:
     """Upload with tuspy; returns the video's id (from the final response's Video-Location)."""
-    tus = tus_client.TusClient(f"{stack.url}/files/", headers={"Authorization": f"Bearer {stack.api_key}"})
-    uploader = tus.uploader(str(path), chunk_size=8 << 20, metadata={"filename": path.name})
-    uploader.upload()
-    location = uploader.request.response_headers.get("video-location")
-    assert location, uploader.request.response_headers
-    return str(location).rsplit("/", 1)[-1]
+    return video_id_of(upload_location(stack, path, chunk_size=8 << 20))
 
 
 def custom_objects(stack: Stack) -> tuple[client.ApiClient, client.CustomObjectsApi]:

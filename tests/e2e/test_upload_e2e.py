@@ -19,72 +19,27 @@ from urllib.parse import urljoin
 import m3u8
 import pytest
 import requests
-from kubernetes import client
+from e2e_support import TIMEOUT, make_clip, resource, start_stack, tus_upload, wait_for_phase
 from tusclient import client as tus_client
 
 from vidup.localstack import binaries
 from vidup.localstack.stack import Stack
-from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.storage.layout import output_relpath, upload_relpath
 
 pytestmark = pytest.mark.slow
 
-TIMEOUT = 240
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Everything, as `vidup up --workers 2` runs it, with x264's fastest preset (VIDUP_X264_PRESET)."""
-    s = Stack(tmp_path_factory.mktemp("e2e-stack"), workers=2, extra_env={"VIDUP_X264_PRESET": "ultrafast"})
-    s.start()
-    yield s
-    s.stop()
+    yield from start_stack(tmp_path_factory.mktemp("e2e-stack"), workers=2)
 
 
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three seconds of 1280x720 test pattern with a tone: two rungs (720p, 480p)."""
-    path = tmp_path_factory.mktemp("media") / "sample.mp4"
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25:duration=3",
-         "-f", "lavfi", "-i", "sine=frequency=440:duration=3", "-c:v", "libx264", "-preset", "ultrafast",
-         "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
-        check=True,
-    )
-    return path
-
-
-def tus_upload(stack: Stack, path: Path) -> str:
-    """Upload with tuspy (a real tus client); returns the Video-Location of the final response."""
-    tus = tus_client.TusClient(f"{stack.url}/files/", headers={"Authorization": f"Bearer {stack.api_key}"})
-    uploader = tus.uploader(str(path), chunk_size=1 << 20, metadata={"filename": path.name})
-    uploader.upload()
-    location = uploader.request.response_headers.get("video-location")
-    assert location, uploader.request.response_headers
-    return str(location)
-
-
-def resource(stack: Stack, video_id: str) -> dict[str, Any]:
-    with stack.api_client() as api:
-        return dict(client.CustomObjectsApi(api).get_namespaced_custom_object(
-            GROUP, VERSION, "default", PLURAL, video_id))
-
-
-def wait_for_phase(stack: Stack, video_id: str, phases: set[str]) -> dict[str, Any]:
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        with stack.api_client() as api:
-            try:
-                obj = dict(client.CustomObjectsApi(api).get_namespaced_custom_object(
-                    GROUP, VERSION, "default", PLURAL, video_id))
-            except client.ApiException as exc:
-                if exc.status != 404:
-                    raise
-                obj = {}
-        if (obj.get("status") or {}).get("phase") in phases:
-            return obj
-        time.sleep(0.5)
-    pytest.fail(f"{video_id} did not reach {phases} in {TIMEOUT} s; last status {obj.get('status')}")
+    return make_clip(tmp_path_factory.mktemp("media") / "sample.mp4")
 
 
 def status_doc(stack: Stack, video_url: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from vidup.transcode_jobs import (
     progress_channel,
     progress_key,
 )
-from vidup_transcoder import admission, command, ladder, master_playlist, package_store, probe, sps
+from vidup_transcoder import admission, command, ladder, master_playlist, metrics, package_store, probe, sps
 from vidup_transcoder.errors import (
     InvalidMediaError,
     TranscodeCancelledError,
@@ -188,6 +189,7 @@ def run_transcode(
     clock: Callable[[], float] = time.monotonic,
     limits: MediaLimits | None = None,
     blobs: Blobs | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> TranscodeResult:
     """Probe, admit, encode the ladder in one limited FFmpeg, measure, write the master last, publish.
     ``limits`` defaults to the VIDUP_* variables (:mod:`vidup_transcoder.limits`).
@@ -195,7 +197,10 @@ def run_transcode(
     ``blobs`` is the store holding ``req.source_path`` and receiving ``req.output_path`` (default:
     files under ``storage_dir``); with a bucket, ``storage_dir`` is only the scratch root. Where the
     source is read and how the package is published is :mod:`vidup_transcoder.package_store`'s
-    business, so this function never asks which store it has."""
+    business, so this function never asks which store it has.
+
+    ``stats``, if given, receives what the metrics want to know (rungs, encode and media seconds,
+    FFmpeg's peak memory) as far as the job got."""
     limits = limits if limits is not None else MediaLimits.from_env()
     store = package_store.package_store_for(blobs if blobs is not None else FileBlobs(storage_dir), storage_dir)
     label = f"upload {req.video_id}"
@@ -203,7 +208,8 @@ def run_transcode(
     store.discard(req.output_path, job_id)
     publisher = ProgressPublisher(connection, job_id)
     try:
-        return _transcode(req, store, job_id, label, publisher, timeout_seconds, preset, clock, limits)
+        return _transcode(req, store, job_id, label, publisher, timeout_seconds, preset, clock, limits,
+                          {} if stats is None else stats)
     except InvalidMediaError as exc:
         return _failed(req, str(exc))
     finally:
@@ -212,12 +218,13 @@ def run_transcode(
 
 def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id: str, label: str,
                publisher: ProgressPublisher, timeout_seconds: float | None, preset: str | None,
-               clock: Callable[[], float], limits: MediaLimits) -> TranscodeResult:
+               clock: Callable[[], float], limits: MediaLimits, stats: dict[str, Any]) -> TranscodeResult:
     source = store.fetch_source(req.source_path, job_id, label)
     facts = probe.probe(source, label, limits.ffmpeg_memory_bytes)
     admission.check_source(facts, limits, label)
 
     renditions = ladder.choose_ladder(facts.display_width, facts.display_height, req.renditions)
+    stats.update(rungs=len(renditions), media_seconds=facts.duration_seconds)
     budget = timeout_seconds if timeout_seconds is not None else job_timeout_for(facts.duration_seconds)
     output_budget = admission.output_budget_bytes(facts.duration_seconds, renditions, facts.has_audio, limits)
     child_limits = ChildLimits(
@@ -244,9 +251,11 @@ def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id:
         if percent is not None:
             publisher.publish(min(percent, 99))  # 100 means "package in place", not "ffmpeg done"
 
+    encode_started = time.monotonic()
     with _sigterm_raises():
         outcome = run_streaming(command.build_ffmpeg_command(plan), on_line, timeout_seconds=budget,
                                 limits=child_limits)
+    stats.update(encode_seconds=time.monotonic() - encode_started, peak_memory_bytes=outcome.peak_memory_bytes)
     if outcome.timed_out:
         raise TranscodeTimeoutError(
             f"transcode exceeded its {budget:.0f}s budget for {facts.duration_seconds:.1f}s of video; "
@@ -313,4 +322,23 @@ def transcode(request: dict[str, Any]) -> dict[str, Any]:
     else:
         connection = redis.Redis.from_url(settings.redis_url)
         job_id = f"local-{req.video_id}"
-    return run_transcode(req, settings.storage_dir, job_id, connection, blobs=open_blobs(settings)).to_dict()
+    stats: dict[str, Any] = {}
+    try:
+        result = run_transcode(req, settings.storage_dir, job_id, connection, blobs=open_blobs(settings), stats=stats)
+    except Exception as exc:
+        _leave_encode_record(job, stats, metrics.failure_reason(exc))
+        raise
+    _leave_encode_record(job, stats, None if result.status == "completed" else (result.reason or "failed"))
+    return result.to_dict()
+
+
+def _leave_encode_record(job: Any, stats: dict[str, Any], failure: str | None) -> None:
+    """Hand the measurements to the worker process through the job's meta (the horse exits right
+    after; see :mod:`vidup_transcoder.metrics`). Best effort: metrics never fail a transcode."""
+    if job is None:
+        return
+    job.meta[metrics.META_KEY] = metrics.encode_record(os.getpid(), failure=failure, **stats)
+    try:
+        job.save_meta()
+    except redis.RedisError as exc:
+        log.warning("could not record the encode's measurements: %s", exc)

@@ -54,6 +54,14 @@ class RunOutcome:
     #: Any stderr line reported a refused allocation (even one the tail no longer holds): FFmpeg
     #: treats a frame it could not allocate as a decoding error and may still exit 0 without it.
     out_of_memory: bool = False
+    #: Peak resident memory of the largest child this process has reaped so far (``ru_maxrss`` of
+    #: RUSAGE_CHILDREN): in a work-horse, which runs one job's children one at a time, the job's
+    #: largest FFmpeg/ffprobe.
+    peak_memory_bytes: int = 0
+
+
+def _children_peak_memory_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def _children_cpu_seconds() -> float:
@@ -140,4 +148,4 @@ def run_streaming(
                 with contextlib.suppress(Exception):
                     stream.close()
     return RunOutcome(proc.returncode, list(tail), timed_out.is_set(), _children_cpu_seconds() - cpu_before,
-                      out_of_memory.is_set())
+                      out_of_memory.is_set(), _children_peak_memory_bytes())

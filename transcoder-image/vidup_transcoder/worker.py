@@ -46,8 +46,10 @@ from rq.utils import now
 from rq.worker import WorkerStatus
 from rq.worker_registration import clean_worker_registry
 
+from vidup import logs
 from vidup.settings import Settings, env_float, env_int
 from vidup.storage import Blobs, FileBlobs, open_blobs
+from vidup_transcoder import metrics
 from vidup_transcoder.package_store import package_store_for
 from vidup_transcoder.recovery import remove_job_partials, requeue_abandoned
 from vidup_transcoder.runner import die_with_parent
@@ -83,6 +85,12 @@ class TranscodeWorker(Worker):
         self._hand_back_job_id: str | None = None
         kwargs["maintenance_interval"] = sweep_seconds
         super().__init__(*args, **kwargs)
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """RQ's, with the job and video ids bound to every line logged while the job runs: here and
+        in the work-horse, which inherits them through the fork."""
+        with logs.bound(job_id=job.id, video_id=job_video_id(job)):
+            super().execute_job(job, queue)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """How long the job's StartedJobRegistry entry outlives the last heartbeat: short, so a dead
@@ -244,9 +252,13 @@ class TranscodeWorker(Worker):
             self._drain_watcher.start()
         with self._drain_lock:
             self._monitored_job_id = job.id
+        horse_pid = self.horse_pid  # RQ zeroes it once the horse is reaped
+        metrics.ENCODES_RUNNING.inc()
         try:
             super().monitor_work_horse(job, queue, execution)
         finally:
+            metrics.ENCODES_RUNNING.dec()
+            self._record_metrics(job, horse_pid)
             with self._drain_lock:
                 self._monitored_job_id = None
                 if self._hand_back_job_id == job.id:
@@ -258,6 +270,29 @@ class TranscodeWorker(Worker):
                     self.log.info("removed staging directory %s of job %s", path, job.id)
             except Exception:
                 self.log.exception("could not remove staging output of job %s", job.id)
+
+
+    def _record_metrics(self, job: Job, horse_pid: int) -> None:
+        """Count the job the horse just ran, from the record it left in the job's meta. A job
+        handed back for shutdown is not counted: it runs again elsewhere."""
+        if self._hand_back_job_id == job.id:
+            return
+        try:
+            record = job.get_meta(refresh=True).get(metrics.META_KEY)
+        except Exception as exc:  # Redis away, or the job deleted meanwhile: count what we know
+            self.log.warning("could not read the measurements of job %s: %s", job.id, exc)
+            record = None
+        metrics.record_job(record, horse_pid, stopped=self._stopped_job_id == job.id)
+
+
+def job_video_id(job: Job) -> str | None:
+    """The video a transcode job is about (its request's ``video_id``), for the logs; None if the
+    job is not one of ours."""
+    try:
+        request = job.args[0] if job.args else None
+    except Exception:  # arguments RQ cannot load: the job fails on its own, the logs go on
+        return None
+    return str(request["video_id"]) if isinstance(request, dict) and request.get("video_id") else None
 
 
 def build_worker(settings: Settings, name: str | None = None) -> TranscodeWorker:
@@ -298,11 +333,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true", help="exit when the queue is empty")
     parser.add_argument("--log-level", default=os.environ.get("VIDUP_LOG_LEVEL", "INFO"))
     args = parser.parse_args(argv)
+    logs.configure("worker", args.log_level.upper())  # RQ adds no handler of its own once root has one
     settings = Settings.from_env()
     # Unique per start: RQ refuses a name whose previous owner's key has not expired yet (minutes
     # after a SIGKILL), and in a container the pid is always 1, so host.pid would crash-loop a
     # worker restarted in place. A dead run is still found by its heartbeat.
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
+    metrics.serve_from_env()  # here, not in the loop below: one server for every restart of RQ's
     born = False
     while True:
         wait_for_redis(settings.redis_url)

@@ -1,6 +1,8 @@
 """The whole local stack, started by one piece of code for `vidup up` and for the test fixtures.
 
-Order: control plane → CRDs → Redis → (S3 server) → ingest → operator → workers. With
+Order: control plane → CRDs → Redis → (S3 server) → ingest → operator → workers. Each component
+process serves Prometheus metrics on a free port of its own (``metrics_urls``, exported by `vidup
+env` as VIDUP_METRICS_URLS). With
 ``storage="s3"`` a private SeaweedFS holds uploads and outputs and every component is configured
 for it; the storage directory then stays empty of both. Every process writes its log
 into ``<run dir>/logs``; ``<run dir>/stack.json`` records what runs so another process
@@ -56,6 +58,8 @@ class Stack:
     processes: list[ManagedProcess] = field(default_factory=list)
     settings: Settings | None = None
     api_key: str = ""
+    #: Process name -> the URL of its Prometheus metrics endpoint.
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
     # -- start ---------------------------------------------------------------------------------
 
@@ -105,14 +109,23 @@ class Stack:
     def start_ingest(self, index: int = 0, env: dict[str, str] | None = None) -> ManagedProcess:
         """Start an ingest replica; the first one started is the stack's :attr:`url`."""
         env = {**self.component_env(), **(env or {})}
-        return self._launch(components.ingest_process(self.run_dir, env, free_port(), index))
+        port = self._metrics_port(f"ingest-{index}")
+        return self._launch(components.ingest_process(self.run_dir, env, free_port(), index, port))
 
     def start_operator(self, index: int = 0) -> ManagedProcess:
-        return self._launch(components.operator_process(self.run_dir, self.component_env(), index))
+        port = self._metrics_port(f"operator-{index}")
+        return self._launch(components.operator_process(self.run_dir, self.component_env(), index, port))
 
     def start_worker(self, index: int) -> ManagedProcess:
         """Start one more worker (also used by fault tests to replace a killed one)."""
-        return self._launch(components.worker_process(self.run_dir, self.component_env(), index))
+        port = self._metrics_port(f"worker-{index}")
+        return self._launch(components.worker_process(self.run_dir, self.component_env(), index, port))
+
+    def _metrics_port(self, name: str) -> int:
+        """A free port for ``name``'s metrics, recorded in :attr:`metrics_urls`."""
+        port = free_port()
+        self.metrics_urls[name] = components.metrics_url(port)
+        return port
 
     def restart(self, process: ManagedProcess) -> ManagedProcess:
         """Start a fresh copy of a component process that was stopped or killed."""
@@ -161,6 +174,8 @@ class Stack:
             env["VIDUP_STORAGE_DIR"] = str(self.settings.storage_dir)
         if self.s3 is not None:
             env.update(self.s3.env())
+        if self.metrics_urls:
+            env["VIDUP_METRICS_URLS"] = " ".join(self.metrics_urls.values())
         return env
 
     # -- stop ----------------------------------------------------------------------------------
@@ -169,6 +184,7 @@ class Stack:
         for process in reversed(self.processes):
             process.stop()
         self.processes.clear()
+        self.metrics_urls.clear()
         if self.s3 is not None:
             self.s3.stop()
         if self.redis is not None:
@@ -196,6 +212,9 @@ class Stack:
             "env": self.user_env(),
             "components": list(self.components),
         }
+        if self.settings is not None:  # for `vidup top`: the queue it reads, the resources it lists
+            state.update(redis_url=self.settings.redis_url, namespace=self.settings.namespace,
+                         queue=self.settings.queue)
         path = self.run_dir / STATE_FILE
         path.write_text(json.dumps(state, indent=2))
         path.chmod(0o600)

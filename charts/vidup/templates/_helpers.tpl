@@ -197,3 +197,37 @@ tolerations: {{- toYaml . | nindent 2 }}
 affinity: {{- toYaml . | nindent 2 }}
 {{- end }}
 {{- end -}}
+
+{{/* The metrics port of a vidup container: env (VIDUP_METRICS_PORT) and the container port. */}}
+{{- define "vidup.metricsEnv" -}}
+{{- if .Values.metrics.enabled -}}
+- name: VIDUP_METRICS_PORT
+  value: {{ .Values.metrics.port | int | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "vidup.metricsPort" -}}
+{{- if .Values.metrics.enabled -}}
+- name: metrics
+  containerPort: {{ .Values.metrics.port | int }}
+{{- end }}
+{{- end -}}
+
+{{/* Which scaler owns the worker Deployment's replicas: "hpa", "keda", "operator" or "" (the chart's
+replicaCount). The operator's scaler excludes the other two: two scalers would fight over replicas. */}}
+{{- define "vidup.workerScaler" -}}
+{{- $scaling := .Values.worker.autoscaling -}}
+{{- if $scaling.operator.enabled -}}
+{{- if or $scaling.enabled $scaling.keda.enabled -}}
+{{- fail "worker.autoscaling.operator.enabled excludes worker.autoscaling.enabled (HPA) and worker.autoscaling.keda.enabled: choose one scaler for the workers" -}}
+{{- end -}}
+{{- if gt (int $scaling.operator.minReplicas) (int $scaling.operator.maxReplicas) -}}
+{{- fail "worker.autoscaling.operator.minReplicas must not exceed maxReplicas" -}}
+{{- end -}}
+operator
+{{- else if and $scaling.keda.enabled (.Capabilities.APIVersions.Has "keda.sh/v1alpha1") -}}
+keda
+{{- else if $scaling.enabled -}}
+hpa
+{{- end -}}
+{{- end -}}

@@ -13,6 +13,7 @@ from limits import RateLimitItem, parse
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
+from vidup_ingest import metrics
 from vidup_ingest.errors import TusError
 
 
@@ -30,6 +31,7 @@ class RateLimits:
             return
         stats = self.limiter.get_window_stats(item, scope, tenant)
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        metrics.RATE_LIMITED.labels(scope).inc()
         raise TusError(429, f"rate limit {item} for {scope} exceeded", {"Retry-After": str(retry_after)})
 
     def check_request(self, tenant: str) -> None:

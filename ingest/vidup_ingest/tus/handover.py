@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from vidup.resource import GROUP, PLURAL, RENDITION_HEIGHTS, VERSION, VideoSpec, VideoTranscodeObject
+from vidup_ingest import metrics
 from vidup_ingest.kube_client import custom_objects_api
 from vidup_ingest.tus.protocol import UploadInfo
 
@@ -50,6 +51,7 @@ class Handover:
             if getattr(exc, "status", None) == 409:
                 return True
             log.warning("could not create VideoTranscode %s (will retry): %s", info.id, exc)
+            metrics.HANDOVER_FAILURES.labels("create").inc()
             return False
 
     def delete(self, upload_id: str) -> bool:
@@ -65,4 +67,5 @@ class Handover:
             if getattr(exc, "status", None) == 404:
                 return True
             log.warning("could not delete VideoTranscode %s: %s", upload_id, exc)
+            metrics.HANDOVER_FAILURES.labels("delete").inc()
             return False

@@ -15,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
+from vidup import logs
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway.auth import require_tenant
 from vidup_ingest.gateway.ratelimit import RateLimits
@@ -51,6 +52,15 @@ def upload_url(upload_id: str) -> str:
 
 def video_url(upload_id: str) -> str:
     return f"{request.root_url.rstrip('/')}/videos/{upload_id}"
+
+
+@bp.before_request
+def _bind_upload_id() -> None:
+    """Log lines of a request about one upload carry its id as ``video_id`` (the upload id is the
+    video's); first, so a refused request's lines carry it too."""
+    upload_id = (request.view_args or {}).get("upload_id")
+    if upload_id and is_upload_id(upload_id):
+        logs.bind(video_id=upload_id)
 
 
 @bp.before_request
@@ -126,6 +136,7 @@ def create() -> Response:
         tenant, length=length, defer=defer, metadata_raw=request.headers.get("Upload-Metadata"),
         concat=concat, body=body, upload_url=upload_url,
     )
+    logs.bind(video_id=info.id)
     resp = Response(status=201)
     resp.headers["Location"] = upload_url(info.id)
     if body is not None or info.complete:

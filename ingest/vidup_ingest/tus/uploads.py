@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from vidup_ingest import metrics
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway.quotas import QuotaBook
@@ -101,12 +102,14 @@ class Uploads:
         self.storage.discard_data(info.id)
         self.storage.save(info.with_(extra={**info.extra, "gone": time.time()}))
         self.quotas.release(info)
+        metrics.UPLOADS_EXPIRED.inc()
 
     def _complete(self, info: UploadInfo, consumed: tuple[str, ...] = ()) -> UploadInfo:
         """Record completion and hand a non-partial upload to Kubernetes (``consumed``: the
         partial uploads a final concatenation takes the bytes of, for the quotas)."""
         if info.completed_at is None:
             self.storage.persist_data(info.id)  # on the disk before anything counts it as finished
+            metrics.UPLOADS_FINISHED.inc()
         info = info.with_(completed_at=info.completed_at or time.time())
         if not info.is_partial and not info.handed_over:
             self.storage.save(info)  # completed before the handover, so a crash here is retried
@@ -152,6 +155,7 @@ class Uploads:
             raise TusError(413, "the body exceeds Tus-Max-Size")
         with self.quotas.reserving(info, body.content_length if body is not None else None):
             self.storage.create(info)
+        metrics.UPLOADS_CREATED.inc()
         if body is None:
             if info.complete:  # zero-length upload: complete at creation
                 info = self._complete(info)
@@ -203,6 +207,7 @@ class Uploads:
                 partial_urls=tuple(upload_url(pid) for pid in ids),
             )
             self.storage.concatenate(final, parts)
+            metrics.UPLOADS_CREATED.inc()
             final = self._complete(final, consumed=tuple(ids))
             for pid in ids:  # consumed: the final holds the bytes now
                 self.storage.delete(pid)
@@ -249,6 +254,7 @@ class Uploads:
             writer.commit(current[0].offset, current[0].expires_at)
 
         reader = open_body(body.stream, self.config)
+        metrics.UPLOADS_IN_PROGRESS.inc()
         try:
             result = receive(reader, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
                              commit_bytes=self.config.commit_bytes, checksum=body.checksum, stop=stop,
@@ -262,9 +268,11 @@ class Uploads:
                     raise TusError(460, "checksum mismatch; the chunk was discarded")
                 return PatchOutcome(original, result.ending)
             commit(result.received)
+            metrics.RECEIVED_BYTES.inc(result.received)
         except _LockLost:
             return PatchOutcome(original, "stopped")
         finally:
+            metrics.UPLOADS_IN_PROGRESS.dec()
             reader.close()
             writer.close()
         info = current[0]
@@ -290,6 +298,7 @@ class Uploads:
                     raise TusError(503, "could not delete the upload's video; retry shortly", {"Retry-After": "5"})
             self.storage.delete(upload_id)
             self.quotas.release(info)
+            metrics.UPLOADS_TERMINATED.inc()
 
 
 class _LockLost(Exception):

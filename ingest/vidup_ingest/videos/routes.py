@@ -34,6 +34,7 @@ from flask.blueprints import BlueprintSetupState
 from werkzeug.exceptions import RequestedRangeNotSatisfiable
 from werkzeug.security import safe_join
 
+from vidup import logs
 from vidup.resource import is_valid_name
 from vidup.settings import Settings, env_int
 from vidup.storage import BlobNotFound, Blobs, FileBlobs, S3Blobs, open_blobs
@@ -77,6 +78,14 @@ def _setup(state: BlueprintSetupState) -> None:
     # Flask runs app-wide after_request functions last-registered-first: put ours first in the
     # list so it runs after the app's CORS hook and extends (not replaces) what that one set.
     app.after_request_funcs.setdefault(None, []).insert(0, _hls_cors)
+
+
+@blueprint.before_request
+def _bind_video_id() -> None:
+    """Log lines of a request about one video carry its id (a status poll, live progress, HLS)."""
+    video_id = (request.view_args or {}).get("video_id")
+    if video_id and is_valid_name(video_id):
+        logs.bind(video_id=video_id)
 
 
 def _hls_cors(resp: Response) -> Response:
