@@ -25,10 +25,10 @@ VIDUP_INGEST_FSYNC                  complete when bytes reach the disk (see stor
                                              (tusd's policy). Meaningless with
                                              VIDUP_STORAGE=s3: every commit is a PUT, durable
                                              in the store before the offset is acknowledged
-VIDUP_INGEST_S3_PART_SIZE           8388608  VIDUP_STORAGE=s3: bytes per multipart part, held
-                                             in memory per writing upload (at least 5 MiB,
-                                             S3's minimum; grown so Tus-Max-Size fits in
-                                             10000 parts). See tus/s3store.py
+VIDUP_INGEST_S3_PART_SIZE           8388608  VIDUP_STORAGE=s3: bytes per multipart part; a
+                                             writing upload holds up to three in memory (at
+                                             least 5 MiB, S3's minimum; grown so the upload
+                                             fits in 10000 parts). See tus/s3store.py
 VIDUP_INGEST_READ_TIMEOUT           60       seconds a body read may stall before the client
                                              counts as gone (what arrived is kept)
 VIDUP_INGEST_BODY_MIN_RATE          1024     bytes/s a request body must average over each

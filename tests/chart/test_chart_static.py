@@ -687,3 +687,14 @@ def test_service_monitors_only_where_the_prometheus_operator_api_exists() -> Non
         assert selected == [f"vidup-{component}-metrics"]  # only the metrics Service, not the ingest's http one
         assert services[selected[0]]["spec"]["ports"][0]["port"] == 9300
         assert {"name": "metrics", "containerPort": 9300} in _container(objects, component)["ports"]
+
+
+def test_the_grafana_dashboard_ships_in_a_configmap_for_the_sidecar_only_when_asked() -> None:
+    assert not [c for c in _by_kind(render(), "ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    objects = render("metrics.grafanaDashboard.enabled=true", "metrics.grafanaDashboard.namespace=monitoring")
+    (config_map,) = [c for c in _by_kind(objects, "ConfigMap") if c["metadata"]["name"] == "vidup-dashboard"]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["labels"]["app.kubernetes.io/part-of"] == "vidup"
+    shipped = json.loads(config_map["data"]["vidup-overview.json"])
+    assert shipped == json.loads((CHART / "dashboards" / "vidup-overview.json").read_text())

@@ -197,10 +197,13 @@ def test_streaming_200_mib_keeps_memory_flat(start_ingest: Any, tmp_path: Path) 
     with open(src, "wb") as f:
         for _ in range(200):
             f.write(block)
-    # First requests paid: imports, pools, and the first handover (a finished upload creates its
-    # VideoTranscode: the Kubernetes client's first call loads its models).
-    url = ing.create(7)
-    ing.patch(url, 0, b"warm-up")
+    # First requests paid: imports, pools, the first handover (a finished upload creates its
+    # VideoTranscode: the Kubernetes client's first call loads its models) and, on S3, the part
+    # buffers and upload threads a body fills once (a few parts). What is measured is growth
+    # while 200 MiB more stream through: flat means none of it stays.
+    warm = 32 * MiB
+    url = ing.create(warm)
+    assert ing.patch(url, 0, os.urandom(warm)).status_code == 204
     url = ing.create(size)
     (worker,) = ing.worker_pids()
     before = _status_kib(worker, "VmRSS")
@@ -209,6 +212,13 @@ def test_streaming_200_mib_keeps_memory_flat(start_ingest: Any, tmp_path: Path) 
     assert r.status_code == 204 and r.headers["Upload-Offset"] == str(size)
     peak = _status_kib(worker, "VmHWM")
     growth_mib = (peak - before) / 1024
-    assert growth_mib < 24, f"RSS grew by {growth_mib:.1f} MiB while streaming 200 MiB"
+    # The file backend moves bodies in the kernel; on S3 an upload holds its part buffers while it
+    # streams: the one filling and those uploading (tus/s3store.py), a bound, not a function of size.
+    from vidup_ingest.config import IngestConfig
+    from vidup_ingest.tus.s3store import PARTS_IN_FLIGHT
+
+    part_mib = int(ing.env.get("VIDUP_INGEST_S3_PART_SIZE") or IngestConfig().s3_part_size) / MiB
+    limit = 24 + ((PARTS_IN_FLIGHT + 1) * part_mib if ing.backend == "s3" else 0)
+    assert growth_mib < limit, f"RSS grew by {growth_mib:.1f} MiB (limit {limit:.0f}) while streaming 200 MiB"
     assert ing.stored_size(url) == size
     assert requests.head(url, headers=ing.headers()).headers["Upload-Offset"] == str(size)

@@ -45,7 +45,9 @@ Saving the completed info retires the state and the pending objects.
 (``VIDUP_INGEST_FSYNC``) has no meaning here: it is the store's own durability that counts.
 
 **Memory** per writing upload is one part (``VIDUP_INGEST_S3_PART_SIZE``, 8 MiB by default), grown
-only as bytes arrive; concatenation streams through one part too. Nothing holds a whole upload.
+only as bytes arrive, plus the parts it has uploading: up to ``PARTS_IN_FLIGHT`` (2) while the next
+fills, within a budget of ``IN_FLIGHT_BUDGET`` (8) parts per process, so many concurrent uploads
+cost about one part each. Concatenation streams through one part. Nothing holds a whole upload.
 
 Multipart uploads abandoned by a crash before their state was written (seconds' windows) are not
 listed anywhere we look; a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` clears them.
@@ -61,7 +63,9 @@ import io
 import json
 import logging
 import secrets
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
 
@@ -83,6 +87,16 @@ MIN_PART_SIZE = 5 << 20
 MAX_PART_SIZE = 5 << 30
 #: Part numbers run 1..10000.
 MAX_PARTS = 10_000
+#: Parts uploading while the next one fills: the network and the store work at once, as tusd's
+#: concurrent part uploads do. Memory per writing upload is then up to PARTS_IN_FLIGHT + 1 parts.
+PARTS_IN_FLIGHT = 2
+#: Parts in flight per process, whatever the number of uploads: the memory pipelining may add is
+#: bounded (8 parts, 64 MiB at the default size); past it a part goes up in place, as a lone
+#: upload's would without pipelining, so many concurrent uploads cost one part each.
+IN_FLIGHT_BUDGET = 8
+_IN_FLIGHT_SLOTS = threading.BoundedSemaphore(IN_FLIGHT_BUDGET)
+#: Shared by every upload of a process (threads start on first use, so after gunicorn's fork).
+_PART_UPLOADS = ThreadPoolExecutor(max_workers=IN_FLIGHT_BUDGET, thread_name_prefix="s3-part")
 DEFAULT_PART_SIZE = 8 << 20
 #: Pending objects one upload may hold before they are merged into one.
 MAX_PENDING = 32
@@ -200,6 +214,9 @@ class S3Storage:
         self.bucket = blobs.bucket
         self.max_size = max_size
         self.commit_part_size, self.part_size = self.part_sizes(None, part_size)
+        #: The state this thread's last ``load`` read: a PATCH loads its upload under the lock and
+        #: opens its writer right after, so the writer need not GET the state a second time.
+        self._recent = threading.local()
 
     def part_sizes(self, length: int | None, preferred: int | None = None) -> tuple[int, int]:
         """(smallest part a commit uploads, part size) for an upload of ``length`` bytes (None:
@@ -317,6 +334,7 @@ class S3Storage:
         if info.completed_at is not None or info.gone:
             return info
         state = self._read_state(upload_id)
+        self._recent.state = (upload_id, state)
         if state is None:
             return info
         return info.with_(offset=state.offset, expires_at=state.expires_at)
@@ -373,7 +391,10 @@ class S3Storage:
 
     @_s3_errors
     def open_writer(self, info: UploadInfo) -> S3Writer:
-        state = self._read_state(info.id)
+        recent = getattr(self._recent, "state", None)
+        self._recent.state = None  # used once: any later writer reads the store again
+        fresh = recent is not None and recent[0] == info.id and recent[1] is not None
+        state = recent[1] if fresh and recent is not None else self._read_state(info.id)
         if state is None:
             raise OSError(errno.ENOENT, f"upload {info.id} has no state (finished or discarded)")
         if state.offset != info.offset:
@@ -490,6 +511,9 @@ class S3Writer:
         self._saved = 0
         self._pos = state.offset
         self._base = _Base(state.offset, len(state.parts), state.pending)
+        #: Parts on their way to the store, oldest first: (number, upload, its buffer, size).
+        self._inflight: list[tuple[int, Future[Any], _Buffer, int]] = []
+        self._spares: list[_Buffer] = []
 
     @property
     def _tail(self) -> int:
@@ -521,14 +545,36 @@ class S3Writer:
             # delete/discard (the rest of the committed state is unchanged).
             self._committed = replace(self._committed, mpu=self._mpu)
             store._write_state(self._id, self._committed)
-        number = self._parts[-1].number + 1 if self._parts else 1
+        last = self._inflight[-1][0] if self._inflight else self._parts[-1].number if self._parts else 0
+        number = last + 1
         if number > MAX_PARTS:
             raise _too_many_parts()
         body = _Body(store._read_pending(self._cold), self._buf.view())
-        got = store.client.upload_part(Bucket=store.bucket, Key=self._key, UploadId=self._mpu,
-                                       PartNumber=number, Body=body.stream())
-        self._parts.append(_Part(number, str(got["ETag"]), len(body)))
-        self._drop_tail()
+        if _IN_FLIGHT_SLOTS.acquire(blocking=False):
+            upload = _PART_UPLOADS.submit(store.client.upload_part, Bucket=store.bucket, Key=self._key,
+                                          UploadId=self._mpu, PartNumber=number, Body=body.stream())
+            self._inflight.append((number, upload, self._buf, len(body)))
+            self._buf = self._spares.pop() if self._spares else _Buffer(self._part_size)
+            self._drop_tail()
+            self._settle(PARTS_IN_FLIGHT)
+        else:  # the process's budget of parts in flight is spent: this one goes up now, in place
+            self._settle(0)  # parts are recorded in order
+            got = store.client.upload_part(Bucket=store.bucket, Key=self._key, UploadId=self._mpu,
+                                           PartNumber=number, Body=body.stream())
+            self._parts.append(_Part(number, str(got["ETag"]), len(body)))
+            self._drop_tail()
+
+    def _settle(self, keep: int) -> None:
+        """Wait for the oldest parts in flight until at most ``keep`` remain, recording each (its
+        buffer goes back to the spares). A failed upload raises here, as if it had been synchronous."""
+        while len(self._inflight) > keep:
+            number, upload, buf, size = self._inflight.pop(0)
+            self._spares.append(buf)
+            try:
+                etag = str(upload.result()["ETag"])
+            finally:
+                _IN_FLIGHT_SLOTS.release()
+            self._parts.append(_Part(number, etag, size))
 
     def _drop_tail(self) -> None:
         self._cold, self._cold_size, self._hot, self._saved = (), 0, (), 0
@@ -540,8 +586,10 @@ class S3Writer:
             raise ValueError(f"commit of offset {offset}, but {self._pos} bytes are written")
         store = self._store
         try:
+            self._settle(0)
             if self._tail >= self._commit_part_size:
                 self._upload_part()
+                self._settle(0)
             elif self._buf.fill > self._saved:
                 key = store._new_pending_key(self._id)
                 if len(self._cold) + len(self._hot) >= MAX_PENDING:  # merge, so the state stays small
@@ -568,8 +616,17 @@ class S3Writer:
             raise OSError(errno.EIO, f"S3 commit: {exc}") from exc
 
     def close(self) -> None:
-        """Drop what was not committed (its parts, if any, are overwritten by the next session)."""
-        self._buf.release()
+        """Drop what was not committed (its parts, if any, are overwritten by the next session),
+        once no upload still reads a buffer."""
+        for _, upload, buf, _ in self._inflight:
+            with contextlib.suppress(Exception):
+                upload.result()
+            _IN_FLIGHT_SLOTS.release()
+            buf.release()
+        self._inflight = []
+        for buf in (self._buf, *self._spares):
+            buf.release()
+        self._spares = []
 
 
 class _Buffer:
