@@ -513,7 +513,6 @@ class S3Writer:
         self._base = _Base(state.offset, len(state.parts), state.pending)
         #: Parts on their way to the store, oldest first: (number, upload, its buffer, size).
         self._inflight: list[tuple[int, Future[Any], _Buffer, int]] = []
-        self._spares: list[_Buffer] = []
 
     @property
     def _tail(self) -> int:
@@ -554,7 +553,7 @@ class S3Writer:
             upload = _PART_UPLOADS.submit(store.client.upload_part, Bucket=store.bucket, Key=self._key,
                                           UploadId=self._mpu, PartNumber=number, Body=body.stream())
             self._inflight.append((number, upload, self._buf, len(body)))
-            self._buf = self._spares.pop() if self._spares else _Buffer(self._part_size)
+            self._buf = _Buffer(self._part_size)
             self._drop_tail()
             self._settle(PARTS_IN_FLIGHT)
         else:  # the process's budget of parts in flight is spent: this one goes up now, in place
@@ -565,11 +564,13 @@ class S3Writer:
             self._drop_tail()
 
     def _settle(self, keep: int) -> None:
-        """Wait for the oldest parts in flight until at most ``keep`` remain, recording each (its
-        buffer goes back to the spares). A failed upload raises here, as if it had been synchronous."""
+        """Wait for the oldest parts in flight until at most ``keep`` remain, recording each and
+        freeing its buffer. A failed upload raises here, as if it had been synchronous."""
         while len(self._inflight) > keep:
             number, upload, buf, size = self._inflight.pop(0)
-            self._spares.append(buf)
+            # Freed, not kept: an upload that once pipelined must not hold extra parts for the rest
+            # of its life (32 concurrent uploads would each keep three).
+            buf.release()
             try:
                 etag = str(upload.result()["ETag"])
             finally:
@@ -624,9 +625,7 @@ class S3Writer:
             _IN_FLIGHT_SLOTS.release()
             buf.release()
         self._inflight = []
-        for buf in (self._buf, *self._spares):
-            buf.release()
-        self._spares = []
+        self._buf.release()
 
 
 class _Buffer:
