@@ -265,15 +265,16 @@ def test_stopped_worker_hands_its_running_job_back_at_once(cluster: Cluster, how
     # the second-signal case drains for longer than the test waits: only the second signal can end it
     drain = "1" if how == "drain-time-up" else "600"
     (worker,) = cluster.start_workers(1, VIDUP_X264_PRESET="medium", VIDUP_WORKER_DRAIN_SECONDS=drain)
-    cluster.source("handback", size="1280x720", seconds=12, rate=25)
-    job = cluster.enqueue("handback", seconds=12)
+    cluster.source("handback", size="1280x720", seconds=30, rate=25)
+    # Made before the encode starts: generating it mid-encode once let a fast encode finish first.
+    cluster.source("behind", size="640x360", seconds=2)
+    job = cluster.enqueue("handback", seconds=30)
     retries = job.retries_left
     wait_until(lambda: cluster.progress(job) >= 2, 90, "the encode to be under way")
     encoders = ffmpeg_descendants(worker.pid)
     assert encoders and cluster.partials(), "ffmpeg should be writing into a staging directory"
     horse = parent_pid(encoders[0])
     assert horse != worker.pid
-    cluster.source("behind", size="640x360", seconds=2)
     behind = cluster.enqueue("behind", renditions=(360,), seconds=2)  # waits behind: one busy worker
 
     worker.signal(signal.SIGTERM)
