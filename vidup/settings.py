@@ -90,6 +90,11 @@ class Settings:
     retry_max_seconds: float = 300.0
     #: VIDUP_KEEP_OUTPUTS: keep HLS outputs when a VideoTranscode is deleted.
     keep_outputs: bool = False
+    #: VIDUP_CHUNK_SECONDS: a long video is encoded in chunks of about this many seconds (a whole
+    #: number of segments), one job each, in parallel on many workers; 0 never chunks.
+    chunk_seconds: int = 60
+    #: VIDUP_CHUNK_MIN_CHUNKS: a video is chunked only when it is at least this many chunks long.
+    chunk_min_chunks: int = 3
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -117,6 +122,8 @@ class Settings:
             retry_base_seconds=env_float("VIDUP_RETRY_BASE_SECONDS", d.retry_base_seconds),
             retry_max_seconds=env_float("VIDUP_RETRY_MAX_SECONDS", d.retry_max_seconds),
             keep_outputs=env_bool("VIDUP_KEEP_OUTPUTS", d.keep_outputs),
+            chunk_seconds=env_int("VIDUP_CHUNK_SECONDS", d.chunk_seconds),
+            chunk_min_chunks=env_int("VIDUP_CHUNK_MIN_CHUNKS", d.chunk_min_chunks),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -134,6 +141,7 @@ class Settings:
             "rate_limit_creations": "VIDUP_RATE_LIMIT_CREATIONS",
             "max_attempts": "VIDUP_MAX_ATTEMPTS", "retry_base_seconds": "VIDUP_RETRY_BASE_SECONDS",
             "retry_max_seconds": "VIDUP_RETRY_MAX_SECONDS", "keep_outputs": "VIDUP_KEEP_OUTPUTS",
+            "chunk_seconds": "VIDUP_CHUNK_SECONDS", "chunk_min_chunks": "VIDUP_CHUNK_MIN_CHUNKS",
         }
         env: dict[str, str] = {}
         for f in fields(self):

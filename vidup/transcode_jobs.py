@@ -39,6 +39,17 @@ def backoff_intervals(retries: int, base_seconds: float, max_seconds: float) -> 
     return [int(min(max_seconds, base_seconds * 2**i)) for i in range(max(0, retries))]
 
 
+#: What a job does (``TranscodeRequest.kind``). ``whole``: the video in one job, or, when the
+#: probe finds it long enough (:func:`vidup.chunking.wants_chunks`), a ``chunked`` result that
+#: tells the operator to enqueue the pieces instead. ``chunk``: one time range, video only, every
+#: rung. ``audio``: the whole source's sound, once. ``stitch``: the package from the pieces.
+KIND_WHOLE = "whole"
+KIND_CHUNK = "chunk"
+KIND_AUDIO = "audio"
+KIND_STITCH = "stitch"
+KINDS = (KIND_WHOLE, KIND_CHUNK, KIND_AUDIO, KIND_STITCH)
+
+
 @dataclass(frozen=True)
 class TranscodeRequest:
     video_id: str
@@ -47,18 +58,39 @@ class TranscodeRequest:
     output_path: str
     renditions: list[int]
     segment_seconds: int = 10
+    kind: str = KIND_WHOLE
+    #: ``whole``: chunk a source at least ``chunk_min_chunks`` chunks of ``chunk_seconds`` long
+    #: (0: never). Pieces: the chunk length the plan was made with.
+    chunk_seconds: int = 0
+    chunk_min_chunks: int = 3
+    #: Pieces: the source's duration as the ``whole`` job probed it; every piece plans from it, so
+    #: all cut at the same times (:func:`vidup.chunking.plan_chunks`).
+    media_seconds: float = 0.0
+    #: ``chunk``: which chunk of the plan.
+    chunk: int = -1
+    #: Pieces: ``parts/<video>/<job id>``, where each piece leaves its files and its done marker.
+    parts_path: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TranscodeRequest:
+        kind = str(data.get("kind", KIND_WHOLE))
+        if kind not in KINDS:
+            raise ValueError(f"unknown transcode kind {kind!r}")
         return cls(
             video_id=data["video_id"],
             source_path=data["source_path"],
             output_path=data["output_path"],
             renditions=[int(h) for h in data["renditions"]],
             segment_seconds=int(data.get("segment_seconds", 10)),
+            kind=kind,
+            chunk_seconds=int(data.get("chunk_seconds", 0)),
+            chunk_min_chunks=int(data.get("chunk_min_chunks", 3)),
+            media_seconds=float(data.get("media_seconds", 0.0)),
+            chunk=int(data.get("chunk", -1)),
+            parts_path=str(data.get("parts_path", "")),
         )
 
 
@@ -88,7 +120,9 @@ class SourceFacts:
 
 @dataclass(frozen=True)
 class TranscodeResult:
-    status: Literal["completed", "failed"]
+    #: ``chunked``: a ``whole`` job found the source long enough to split; nothing was encoded,
+    #: ``source`` holds the probe and ``chunks`` the number of chunks.
+    status: Literal["completed", "failed", "chunked"]
     video_id: str
     #: These three are relative to VIDUP_STORAGE_DIR; empty when failed.
     output_path: str = ""
@@ -99,6 +133,7 @@ class TranscodeResult:
     renditions: list[RenditionResult] = field(default_factory=list)
     reason: str = ""
     message: str = ""
+    chunks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,4 +152,5 @@ class TranscodeResult:
             renditions=[RenditionResult(**r) for r in data.get("renditions", [])],
             reason=data.get("reason", ""),
             message=data.get("message", ""),
+            chunks=int(data.get("chunks", 0)),
         )
