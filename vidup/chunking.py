@@ -18,6 +18,7 @@ of the source's probed duration, the segment length and the chunk length, nothin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 #: Between a job id (``vt-<uid>-g<generation>``, dashes only) and a piece name in a piece's job id.
@@ -26,6 +27,16 @@ AUDIO = "audio"
 STITCH = "stitch"
 #: The file a finished piece leaves last in its parts directory: its presence is "done".
 DONE_MARKER = "done.json"
+#: The file a worker keeps fresh in a piece's parts directory while it encodes the piece. Redis
+#: knows who runs what, but a FLUSHALL forgets it while the encode goes on; the claim on storage
+#: lets the operator tell "lost from Redis, still being encoded" (wait) from "lost" (enqueue again),
+#: so a flush never makes a second worker encode a chunk the first is half way through.
+CLAIM = "claim.json"
+#: How often the encoding worker rewrites its claim, and how old a claim may be and still count.
+CLAIM_REFRESH_SECONDS = 5.0
+CLAIM_FRESH_SECONDS = 30.0
+#: VIDUP_CHUNK_SECONDS's default (:class:`vidup.settings.Settings`).
+DEFAULT_CHUNK_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -88,3 +99,20 @@ def piece_job_id(job_id: str, piece: str) -> str:
 def parent_job_id(job_id: str) -> str:
     """The video's job id for a piece's job id (itself for the video's own job)."""
     return job_id.split(PIECE_SEPARATOR, 1)[0]
+
+
+def claim_body(now: float, owner: str) -> bytes:
+    """What a worker writes as its claim on a piece: when, and who (for people reading storage)."""
+    return json.dumps({"at": now, "owner": owner}).encode()
+
+
+def claim_is_fresh(body: bytes | None, now: float) -> bool:
+    """Whether a claim read from storage was written less than ``CLAIM_FRESH_SECONDS`` ago (a
+    missing or unreadable claim is not)."""
+    if not body:
+        return False
+    try:
+        at = float(json.loads(body)["at"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return now - at < CLAIM_FRESH_SECONDS

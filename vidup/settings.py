@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from vidup import chunking
+
 
 def _env(name: str, default: str) -> str:
     return os.environ.get(name, default)
@@ -92,7 +94,7 @@ class Settings:
     keep_outputs: bool = False
     #: VIDUP_CHUNK_SECONDS: a long video is encoded in chunks of about this many seconds (a whole
     #: number of segments), one job each, in parallel on many workers; 0 never chunks.
-    chunk_seconds: int = 60
+    chunk_seconds: int = chunking.DEFAULT_CHUNK_SECONDS
     #: VIDUP_CHUNK_MIN_CHUNKS: a video is chunked only when it is at least this many chunks long.
     chunk_min_chunks: int = 3
 

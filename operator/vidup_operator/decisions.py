@@ -20,30 +20,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from vidup import chunking
 from vidup.resource import Phase
-from vidup.transcode_jobs import REASON_INVALID_MEDIA, TranscodeResult, backoff_intervals, job_id_for
+from vidup.transcode_jobs import (
+    KIND_AUDIO,
+    KIND_CHUNK,
+    KIND_STITCH,
+    REASON_INVALID_MEDIA,
+    backoff_intervals,
+    job_id_for,
+)
+from vidup_operator import chunked
 from vidup_operator import status as st
-
-
-class JobState(StrEnum):
-    """The job as the operator sees it, folded from RQ's many statuses."""
-
-    MISSING = "missing"  # no such job in Redis (never enqueued, expired, or Redis lost its data)
-    WAITING = "waiting"  # queued, scheduled, deferred: no worker has it yet
-    RUNNING = "running"  # a live worker is executing it
-    FINISHED = "finished"  # returned a result (completed or a permanent media failure)
-    FAILED = "failed"  # raised, timed out or was stopped: transient
-    ABANDONED = "abandoned"  # says started, but the worker running it is gone
-    CANCELED = "canceled"  # someone canceled it; the resource still wants a transcode
-
-
-@dataclass(frozen=True)
-class JobView:
-    state: JobState
-    result: TranscodeResult | None = None
-    error: str = ""
-    started_at: datetime | None = None
-    ended_at: datetime | None = None
+from vidup_operator.jobview import JobState, JobView
 
 
 @dataclass(frozen=True)
@@ -72,6 +61,14 @@ class Observation:
     job: JobView
     progress: int | None
     now: datetime
+    #: The spec's segment length and the operator's VIDUP_CHUNK_SECONDS (a new chunked stage's plan).
+    segment_seconds: int = 10
+    chunk_seconds: int = 0
+    #: The chunked stage only: each piece's job (by piece name, ``stitch`` included), the pieces
+    #: whose done marker is on storage, and the running chunks' progress.
+    pieces: Mapping[str, JobView] = field(default_factory=dict)
+    markers: frozenset[str] = frozenset()
+    piece_progress: Mapping[str, int] = field(default_factory=dict)
 
 
 class JobCommand(StrEnum):
@@ -80,6 +77,19 @@ class JobCommand(StrEnum):
     ENQUEUE = "enqueue"
     #: Delete whatever is left of ``job_id`` (a failed or abandoned run) and enqueue it afresh.
     REPLACE = "replace"
+
+
+@dataclass(frozen=True)
+class PieceCommand:
+    """Enqueue one piece of a chunked video (see :mod:`vidup.chunking`), dropping a dead run of it
+    first; the request is the video's with these fields (the plan is fixed by the status)."""
+
+    job_id: str
+    piece: str
+    kind: str
+    media_seconds: float
+    chunk_seconds: int
+    chunk: int = -1
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,11 @@ class Decision:
     job_id: str = ""
     #: A job of an older generation to cancel (the spec changed under it).
     cancel_job_id: str = ""
+    #: Pieces of a chunked video to enqueue, and piece jobs to stop (the video failed under them).
+    pieces: tuple[PieceCommand, ...] = ()
+    cancel_pieces: tuple[str, ...] = ()
+    #: The stitched package is in place: the pieces on storage can go.
+    remove_parts: bool = False
     #: A JSON merge patch for ``status``; empty means "nothing to write".
     status: dict[str, Any] = field(default_factory=dict)
     events: tuple[Event, ...] = ()
@@ -105,7 +120,8 @@ class Decision:
 
     @property
     def idle(self) -> bool:
-        return self.job is JobCommand.NONE and not self.status and not self.cancel_job_id
+        return (self.job is JobCommand.NONE and not self.status and not self.cancel_job_id
+                and not self.pieces and not self.cancel_pieces and not self.remove_parts)
 
 
 def needs_work(generation: int, status: Mapping[str, Any] | None) -> bool:
@@ -155,6 +171,8 @@ def decide(obs: Observation, policy: Policy) -> Decision:
     if phase in (Phase.COMPLETED, Phase.FAILED):
         return Decision()
     attempts = int(status.get("attempts") or 0)
+    if chunked_stage(status):
+        return _decide_chunked(obs, job_id, attempts, policy)
     processing = phase == Phase.PROCESSING
     job = obs.job
 
@@ -206,7 +224,7 @@ def _start_generation(obs: Observation, job_id: str) -> Decision:
     old = str(obs.status.get("jobId") or "")
     message = "waiting for a worker"
     patch = _queued(obs, job_id, message)
-    patch.update(attempts=0, progress=0, startedAt=None, completedAt=None, source=None)
+    patch.update(attempts=0, progress=0, startedAt=None, completedAt=None, source=None, chunks=None)
     if old and old != job_id:
         event = Event(st.REASON_QUEUED, f"spec changed (generation {obs.generation}); job {job_id} queued")
     else:
@@ -255,6 +273,8 @@ def _finished(obs: Observation, job: JobView, attempts: int) -> Decision:
             obs, Phase.FAILED, st.REASON_TRANSCODE_FAILED, message, attempts=attempts, completedAt=ended,
         )
         return Decision(status=patch, events=(Event("Failed", message, "Warning"),))
+    if result.status == "chunked":
+        return _start_chunks(obs, job_id_for(obs.uid, obs.generation), result, attempts)
     if result.status == "completed":
         heights = st.summary(r.height for r in result.renditions)
         duration = result.source.duration_seconds if result.source else result.duration_seconds
@@ -364,7 +384,106 @@ def pending_patch(obs: Observation, job_id: str, error: str) -> dict[str, Any]:
     message = f"could not enqueue the transcode yet: {error}"
     patch = _phase_patch(obs, Phase.PENDING, st.REASON_PENDING, message, jobId=job_id)
     patch.update(
-        attempts=0, progress=0, startedAt=None, completedAt=None, source=None,
+        attempts=0, progress=0, startedAt=None, completedAt=None, source=None, chunks=None,
         outputs=st.requested_outputs(obs.renditions),
     )
     return patch
+
+
+# -- the chunked stage ---------------------------------------------------------------------------
+
+
+def chunked_stage(status: Mapping[str, Any]) -> bool:
+    """Whether the resource's current generation is being encoded in pieces."""
+    return int((status.get("chunks") or {}).get("total") or 0) > 0
+
+
+def _piece_command(job_id: str, piece: str, media_seconds: float, chunk_seconds: int) -> PieceCommand:
+    kind = {chunking.AUDIO: KIND_AUDIO, chunking.STITCH: KIND_STITCH}.get(piece, KIND_CHUNK)
+    index = int(piece[1:]) if kind == KIND_CHUNK else -1
+    return PieceCommand(chunking.piece_job_id(job_id, piece), piece, kind, media_seconds, chunk_seconds, index)
+
+
+def _start_chunks(obs: Observation, job_id: str, result: Any, attempts: int) -> Decision:
+    """The ``whole`` job probed a long source and split nothing yet: plan, record, enqueue every piece.
+
+    The plan is the operator's own (VIDUP_CHUNK_SECONDS now, the probed duration), written into
+    ``status.chunks``; every later look and every piece plans from the status, never from config."""
+    source = result.source
+    media = source.duration_seconds if source is not None else result.duration_seconds
+    # (VIDUP_CHUNK_SECONDS set to 0 since the whole job was enqueued: the default length, not none)
+    seconds = chunking.chunk_length(obs.segment_seconds, obs.chunk_seconds or chunking.DEFAULT_CHUNK_SECONDS)
+    plan = chunking.plan_chunks(media, obs.segment_seconds, seconds)
+    has_audio = bool(source and source.has_audio)
+    names = chunking.pieces(len(plan), has_audio)
+    audio = " and the audio" if has_audio else ""
+    message = f"{len(plan)} chunks of {seconds}s{audio} queued ({media:.1f}s of video)"
+    chunks = {"total": len(plan), "completed": 0, "seconds": seconds, "summary": f"0/{len(plan)}", "losses": {}}
+    patch = _phase_patch(obs, Phase.PROCESSING, st.REASON_CHUNKED, message, attempts=max(1, attempts),
+                         progress=0, source=st.source_status(source), chunks=chunks)
+    commands = tuple(_piece_command(job_id, name, media, seconds) for name in names)
+    return Decision(status=patch, pieces=commands, events=(Event(st.REASON_CHUNKED, message),))
+
+
+def _decide_chunked(obs: Observation, job_id: str, attempts: int, policy: Policy) -> Decision:
+    """Every look of a chunked video: enqueue what is missing, then the stitch, then Completed."""
+    status = obs.status
+    chunks = dict(status.get("chunks") or {})
+    total, seconds = int(chunks["total"]), int(chunks.get("seconds") or 0)
+    source = status.get("source") or {}
+    media = float(source.get("durationSeconds") or 0.0)
+    names = chunking.pieces(total, bool(source.get("hasAudio")))
+    plan = chunking.plan_chunks(media, obs.segment_seconds, seconds)
+    survey = chunked.survey(names, obs.pieces, obs.markers, chunks.get("losses") or {}, policy.max_attempts)
+    losses = survey.losses
+    wanted, lost = survey.wanted, survey.lost
+    broken = survey.broken
+    completed = sum(1 for c in plan if c.name in survey.done)
+    stitch = obs.pieces.get(chunking.STITCH) or JobView(JobState.MISSING)
+    if broken is None and len(survey.done) == len(names):
+        last = chunked.survey([chunking.STITCH], obs.pieces, frozenset(), losses, policy.max_attempts)
+        if chunking.STITCH in last.done:
+            done = _finished(obs, stitch, attempts)
+            done_chunks = {**chunks, "completed": total, "summary": f"{total}/{total}"}
+            return Decision(status={**done.status, "chunks": done_chunks}, events=done.events, remove_parts=True)
+        broken, wanted, lost, losses = last.broken, last.wanted, last.lost, last.losses
+    if broken is not None:
+        return _chunk_broke(obs, broken, attempts, names, survey.done, policy.max_attempts)
+    new_chunks = {**chunks, "completed": completed, "summary": f"{completed}/{total}", "losses": losses}
+    progress = max(int(status.get("progress") or 0),
+                   chunked.progress(plan, survey.done, obs.piece_progress, media))
+    patch = _changed(status, {"chunks": new_chunks, "progress": progress})
+    events = []
+    if lost:
+        events.append(Event(st.REASON_REQUEUED, f"the worker running {', '.join(lost)} was lost; enqueued again",
+                            "Warning"))
+    if set(wanted) - set(lost) - {chunking.STITCH}:
+        missing = ", ".join(p for p in wanted if p not in lost)
+        events.append(Event(st.REASON_REQUEUED, f"{missing} not found in Redis; enqueued again", "Warning"))
+    commands = tuple(_piece_command(job_id, p, media, seconds) for p in wanted)
+    if chunking.STITCH in wanted and not lost:
+        events.append(Event(st.REASON_STITCHING, f"all {total} chunks encoded; stitching the package"))
+    return Decision(status=patch, pieces=commands, events=tuple(events))
+
+
+def _chunk_broke(
+    obs: Observation, broken: chunked.Broken, attempts: int, names: list[str], done: frozenset[str],
+    max_attempts: int,
+) -> Decision:
+    """One piece ends the video: Failed at once, and the other pieces' jobs are stopped."""
+    view = broken.view
+    if broken.invalid_media and view.result is not None:
+        reason = view.result.reason or REASON_INVALID_MEDIA
+        message = f"{broken.piece}: {view.result.message or 'the upload could not be transcoded'}"
+    elif view.state is JobState.ABANDONED:
+        reason = st.REASON_TRANSCODE_FAILED
+        message = f"{broken.piece} was lost with its worker {max_attempts} times"
+    else:
+        reason = st.REASON_TRANSCODE_FAILED
+        message = f"{broken.piece} failed: {_last_line(view.error) or 'the job finished without a readable result'}"
+    patch = _phase_patch(obs, Phase.FAILED, reason, message, attempts=attempts,
+                         completedAt=st.rfc3339(view.ended_at or obs.now))
+    job_id = job_id_for(obs.uid, obs.generation)
+    others = tuple(chunking.piece_job_id(job_id, p) for p in [*names, chunking.STITCH]
+                   if p not in done and p != broken.piece)
+    return Decision(status=patch, cancel_pieces=others, events=(Event("Failed", f"{reason}: {message}", "Warning"),))

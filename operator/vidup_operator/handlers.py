@@ -9,9 +9,10 @@ from typing import Any
 
 import kopf
 
+from vidup import chunking
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.transcode_jobs import job_id_for
-from vidup_operator import autoscaler, metrics
+from vidup_operator import autoscaler, decisions, metrics
 from vidup_operator.decisions import needs_work
 from vidup_operator.outputs import remove_video_outputs
 from vidup_operator.reconciler import Reconciler, Runtime
@@ -75,8 +76,13 @@ async def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: An
     runtime: Runtime = memo["runtime"]
     jobs = runtime.jobs
     ids = {job_id_for(str(body.metadata.uid), int(body.metadata.get("generation") or 1))}
-    if body.get("status", {}).get("jobId"):
-        ids.add(str(body["status"]["jobId"]))
+    status = body.get("status") or {}
+    if status.get("jobId"):
+        ids.add(str(status["jobId"]))
+    if decisions.chunked_stage(status):  # every piece of a chunked run, the stitch included
+        total = int(status["chunks"]["total"])
+        names = [*chunking.pieces(total, has_audio=True), chunking.STITCH]
+        ids |= {chunking.piece_job_id(str(status.get("jobId")), p) for p in names}
     for job_id in sorted(ids):
         if await asyncio.to_thread(jobs.cancel, job_id):
             deadline = time.monotonic() + STOP_WAIT_SECONDS

@@ -23,7 +23,8 @@ from redis.exceptions import RedisError
 
 from vidup.resource import Phase
 from vidup_operator import status as st
-from vidup_operator.decisions import Decision, JobCommand, JobState, Observation
+from vidup_operator.decisions import Decision, JobCommand, Observation
+from vidup_operator.jobview import JobState
 
 log = logging.getLogger(__name__)
 

@@ -53,11 +53,29 @@ def blobs_for(settings: Settings) -> Blobs:
     return open_blobs(settings)
 
 
-def remove_video_outputs(settings: Settings, video_id: str, blobs: Blobs | None = None) -> list[str]:
-    """Delete a video's outputs from the configured store; returns what was removed, for the log."""
-    blobs = blobs if blobs is not None else blobs_for(settings)
+def _remove_prefix(blobs: Blobs, relpath: str) -> list[str]:
     if isinstance(blobs, FileBlobs):
-        return [str(p) for p in remove_outputs(blobs.root, video_id)]
-    prefix = storage_layout.output_relpath(video_id) + "/"
+        path = storage_layout.resolve(blobs.root, relpath)
+        if not path.exists():
+            return []
+        shutil.rmtree(path, ignore_errors=True)
+        return [str(path)]
+    prefix = relpath.rstrip("/") + "/"
     count = blobs.delete_prefix(prefix)
     return [f"{count} objects under {prefix}"] if count else []
+
+
+def remove_video_outputs(settings: Settings, video_id: str, blobs: Blobs | None = None) -> list[str]:
+    """Delete a video's outputs, and the pieces of any chunked run, from the configured store;
+    returns what was removed, for the log."""
+    blobs = blobs if blobs is not None else blobs_for(settings)
+    parts = _remove_prefix(blobs, storage_layout.video_parts_relpath(video_id))
+    if isinstance(blobs, FileBlobs):
+        return [str(p) for p in remove_outputs(blobs.root, video_id)] + parts
+    return _remove_prefix(blobs, storage_layout.output_relpath(video_id)) + parts
+
+
+def remove_parts(settings: Settings, video_id: str, job_id: str, blobs: Blobs | None = None) -> list[str]:
+    """Delete the pieces of one chunked run once its package is published."""
+    blobs = blobs if blobs is not None else blobs_for(settings)
+    return _remove_prefix(blobs, storage_layout.parts_relpath(video_id, job_id))

@@ -8,6 +8,7 @@ from a watch event that may lag) keeps one transition from being acted on twice.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -17,14 +18,27 @@ from typing import Any, Protocol
 
 from redis.exceptions import RedisError
 
+from vidup import chunking
 from vidup.resource import VideoSpec
+from vidup.settings import Settings
 from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import TranscodeRequest, job_id_for
 from vidup_operator import metrics
 from vidup_operator.config import OperatorConfig
-from vidup_operator.decisions import Decision, JobCommand, JobView, Observation, decide, needs_work, pending_patch
+from vidup_operator.decisions import (
+    Decision,
+    JobCommand,
+    Observation,
+    PieceCommand,
+    chunked_stage,
+    decide,
+    needs_work,
+    pending_patch,
+)
 from vidup_operator.jobs import JobStore
+from vidup_operator.jobview import JobState, JobView
 from vidup_operator.kube import Kube
+from vidup_operator.outputs import blobs_for, remove_parts
 from vidup_operator.wakeups import Wakeups
 
 log = logging.getLogger(__name__)
@@ -48,8 +62,9 @@ class Runtime:
     wakeups: Wakeups
 
 
-def request_for(name: str, spec: Mapping[str, Any]) -> TranscodeRequest:
-    """The worker's request: the resource name is the video id; outputs go to ``outputs/<name>``."""
+def request_for(name: str, spec: Mapping[str, Any], settings: Settings | None = None) -> TranscodeRequest:
+    """The worker's request: the resource name is the video id; outputs go to ``outputs/<name>``.
+    A long source is chunked as ``settings`` say (VIDUP_CHUNK_*; none: never)."""
     video = VideoSpec.from_spec(dict(spec))
     return TranscodeRequest(
         video_id=name,
@@ -57,7 +72,24 @@ def request_for(name: str, spec: Mapping[str, Any]) -> TranscodeRequest:
         output_path=storage_layout.output_relpath(name),
         renditions=list(video.renditions),
         segment_seconds=video.segment_seconds,
+        chunk_seconds=settings.chunk_seconds if settings is not None else 0,
+        chunk_min_chunks=settings.chunk_min_chunks if settings is not None else 0,
     )
+
+
+def piece_request(name: str, spec: Mapping[str, Any], job_id: str, piece: PieceCommand) -> TranscodeRequest:
+    """One piece of a chunked video: the video's request with the plan's facts and the parts path."""
+    return dataclasses.replace(
+        request_for(name, spec), kind=piece.kind, chunk=piece.chunk, media_seconds=piece.media_seconds,
+        chunk_seconds=piece.chunk_seconds, parts_path=storage_layout.parts_relpath(name, job_id),
+    )
+
+
+@dataclass(frozen=True)
+class PiecesSeen:
+    views: dict[str, JobView]
+    markers: frozenset[str]
+    progress: dict[str, int]
 
 
 class Reconciler:
@@ -123,9 +155,15 @@ class Reconciler:
         spec = self.body.get("spec") or {}
         jobs = self.runtime.jobs
         view, progress = await asyncio.to_thread(self._observe, jobs, job_id)
+        pieces = PiecesSeen({}, frozenset(), {})
+        if chunked_stage(self.status) and self.status.get("jobId") == job_id:
+            pieces = await asyncio.to_thread(self._observe_pieces, jobs, job_id)
+        video = VideoSpec.from_spec(dict(spec))
         obs = Observation(
-            uid=uid, generation=generation, renditions=tuple(VideoSpec.from_spec(dict(spec)).renditions),
+            uid=uid, generation=generation, renditions=tuple(video.renditions),
             status=self.status, job=view, progress=progress, now=datetime.now(UTC),
+            segment_seconds=video.segment_seconds, chunk_seconds=self.runtime.config.settings.chunk_seconds,
+            pieces=pieces.views, markers=pieces.markers, piece_progress=pieces.progress,
         )
         decision = decide(obs, self.runtime.config.policy)
         if decision.idle:
@@ -139,6 +177,32 @@ class Reconciler:
     def _observe(jobs: JobStore, job_id: str) -> tuple[JobView, int | None]:
         return jobs.observe(job_id), jobs.progress(job_id)
 
+    def _observe_pieces(self, jobs: JobStore, job_id: str) -> PiecesSeen:
+        """Each piece's job and progress, and, for every piece Redis does not call done, whether its
+        done marker is on storage: the marker is the record that outlives a Redis flush."""
+        chunks = self.status.get("chunks") or {}
+        has_audio = bool((self.status.get("source") or {}).get("hasAudio"))
+        names = chunking.pieces(int(chunks.get("total") or 0), has_audio)
+        views = {p: jobs.observe(chunking.piece_job_id(job_id, p)) for p in [*names, chunking.STITCH]}
+        progress = {}
+        for p in names:
+            if views[p].state is JobState.RUNNING:
+                progress[p] = jobs.progress(chunking.piece_job_id(job_id, p)) or 0
+        blobs = blobs_for(self.runtime.config.settings)
+        parts = storage_layout.parts_relpath(str(self.meta.get("name")), job_id)
+        markers = frozenset(
+            p for p in names
+            if not (views[p].state is JobState.FINISHED and views[p].result is not None)
+            and blobs.size(f"{parts}/{p}/{chunking.DONE_MARKER}") is not None
+        )
+        now = time.time()
+        for p, view in views.items():
+            # Redis forgot the job (a flush), but a worker still encodes it: wait for it.
+            if p not in markers and view.state is JobState.MISSING and \
+                    chunking.claim_is_fresh(blobs.read_bytes(f"{parts}/{p}/{chunking.CLAIM}"), now):
+                views[p] = JobView(JobState.RUNNING)
+        return PiecesSeen(views, markers, progress)
+
     async def act(self, decision: Decision, obs: Observation, spec: Mapping[str, Any]) -> None:
         """Job first, then status, then events: a crash in between repeats the step harmlessly."""
         name = str(self.meta.get("name"))
@@ -148,8 +212,16 @@ class Reconciler:
         if decision.cancel_job_id:
             await asyncio.to_thread(jobs.cancel, decision.cancel_job_id)
             await asyncio.to_thread(jobs.forget, decision.cancel_job_id)
+        for cancel in decision.cancel_pieces:
+            await asyncio.to_thread(jobs.cancel, cancel)
+        job_id = job_id_for(str(self.meta.get("uid")), self.generation())
+        for piece in decision.pieces:
+            await asyncio.to_thread(
+                jobs.enqueue, piece.job_id, piece_request(name, spec, job_id, piece), replace=True,
+                retry=self.runtime.config.policy,
+            )
         if decision.job is not JobCommand.NONE:
-            request = request_for(name, spec)
+            request = request_for(name, spec, self.runtime.config.settings)
             try:
                 await asyncio.to_thread(
                     jobs.enqueue, decision.job_id, request, replace=decision.job is JobCommand.REPLACE,
@@ -162,6 +234,11 @@ class Reconciler:
                 raise
         if status_patch:
             await self._patch(name, status_patch)
+        if decision.remove_parts:  # best effort: the finalizer removes what is left with the outputs
+            try:
+                await asyncio.to_thread(remove_parts, self.runtime.config.settings, name, job_id)
+            except OSError as exc:
+                log.warning("%s: could not remove the encoded pieces: %s", name, exc)
         metrics.record_decision(before, decision, obs, self.meta.get("creationTimestamp"))
         for event in decision.events:
             if event.type == "Warning":  # the log says what the operator saw, not only what it did

@@ -22,6 +22,9 @@ REASON_RETRYING = "Retrying"
 REASON_REQUEUED = "Requeued"
 REASON_TRANSCODED = "Transcoded"
 REASON_TRANSCODE_FAILED = "TranscodeFailed"
+#: A long video split into chunks (Processing), and all of them encoded (the stitch queued).
+REASON_CHUNKED = "Chunked"
+REASON_STITCHING = "Stitching"
 
 
 def rfc3339(moment: datetime) -> str:

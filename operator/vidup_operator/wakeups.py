@@ -14,6 +14,7 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from vidup.chunking import parent_job_id
 from vidup.transcode_jobs import progress_channel
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class Wakeups:
                             continue
                         channel = message["channel"]
                         channel = channel.decode() if isinstance(channel, bytes) else str(channel)
-                        event = self._events.get(channel.removeprefix(_PREFIX))
+                        # a piece's progress wakes its video's loop (vidup.chunking job ids)
+                        event = self._events.get(parent_job_id(channel.removeprefix(_PREFIX)))
                         if event is not None:
                             event.set()
             except (RedisError, OSError) as exc:

@@ -177,6 +177,7 @@ def test_invalid_status_is_rejected(custom: client.CustomObjectsApi, patch: dict
 def test_kubectl_get_prints_the_printer_columns(kube: Stack, custom: client.CustomObjectsApi) -> None:
     name = create(custom, valid_body())["metadata"]["name"]
     status = copy.deepcopy(STATUS)
+    status["chunks"] = {"total": 10, "completed": 3, "seconds": 60, "summary": "3/10", "losses": {"c0004": 1}}
     custom.patch_namespaced_custom_object_status(
         resource.GROUP, resource.VERSION, NS, resource.PLURAL, name, {"status": status})
     kubectl = str(binaries.expected().kubectl)
@@ -185,8 +186,8 @@ def test_kubectl_get_prints_the_printer_columns(kube: Stack, custom: client.Cust
         capture_output=True, text=True, check=True,
     ).stdout
     header, row = out.splitlines()
-    assert header.split() == ["NAME", "PHASE", "PROGRESS", "RENDITIONS", "DURATION", "AGE"]
-    assert row.split()[:5] == [name, "Processing", "42", "1080p,720p", "12.5"]
+    assert header.split() == ["NAME", "PHASE", "PROGRESS", "CHUNKS", "RENDITIONS", "DURATION", "AGE"]
+    assert row.split()[:6] == [name, "Processing", "42", "3/10", "1080p,720p", "12.5"]
     # The short name and the category reach the same resource.
     for what in ("vt", "vidup"):
         listed = subprocess.run(
@@ -199,5 +200,5 @@ def test_kubectl_get_prints_the_printer_columns(kube: Stack, custom: client.Cust
         capture_output=True, text=True, check=True,
     ).stdout
     assert wide.splitlines()[0].split() == [
-        "NAME", "TENANT", "PHASE", "PROGRESS", "RENDITIONS", "DURATION", "ATTEMPTS", "AGE"]
+        "NAME", "TENANT", "PHASE", "PROGRESS", "CHUNKS", "RENDITIONS", "DURATION", "ATTEMPTS", "AGE"]
     assert wide.splitlines()[1].split()[1] == "acme"

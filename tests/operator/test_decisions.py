@@ -13,14 +13,13 @@ from vidup.transcode_jobs import RenditionResult, SourceFacts, TranscodeResult, 
 from vidup_operator.decisions import (
     Decision,
     JobCommand,
-    JobState,
-    JobView,
     Observation,
     Policy,
     decide,
     needs_work,
     pending_patch,
 )
+from vidup_operator.jobview import JobState, JobView
 
 UID = "5f0c7d2e-0000-4000-8000-000000000001"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)

@@ -14,8 +14,8 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 from vidup.transcode_jobs import TranscodeRequest, progress_key
-from vidup_operator.decisions import JobState
 from vidup_operator.jobs import JobStore
+from vidup_operator.jobview import JobState
 from vidup_operator.leader import LeaderLease, lease_key
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from vidup_operator import status as st
-from vidup_operator.decisions import Decision, Event, JobCommand, JobState, JobView, Observation
+from vidup_operator.decisions import Decision, Event, JobCommand, Observation
+from vidup_operator.jobview import JobState, JobView
 from vidup_operator.metrics import NEW, DecisionFacts, ResourceView, decision_facts
 
 T0 = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)

@@ -116,8 +116,11 @@ def filter_graph(plan: EncodePlan) -> str:
     return ";".join(parts)
 
 
-def rendition_args(plan: EncodePlan, index: int) -> list[str]:
-    """One HLS output: H.264 High + stereo AAC-LC, keyframes forced on segment boundaries."""
+def rendition_args(plan: EncodePlan, index: int, hls_options: tuple[str, ...] = ()) -> list[str]:
+    """One HLS output: H.264 High + stereo AAC-LC, keyframes forced on segment boundaries.
+
+    ``hls_options`` go right before the muxer's own (a chunk's timestamp offset and first segment
+    number, :mod:`vidup_transcoder.chunk_command`)."""
     r = plan.renditions[index]
     rung = r.rung
     level = h264_level(r.width, r.height, float(plan.frame_rate), rung.maxrate_kbps)
@@ -132,6 +135,7 @@ def rendition_args(plan: EncodePlan, index: int) -> list[str]:
         "-force_key_frames", f"expr:gte(t,n_forced*{seg})", "-sc_threshold", "0",
         "-max_muxing_queue_size", "4096",
         *(["-threads", str(plan.threads)] if plan.threads else []),
+        *hls_options,
         "-f", "hls", "-hls_time", str(seg), "-hls_playlist_type", "vod",
         "-hls_flags", "independent_segments", "-hls_segment_type", "mpegts",
         "-hls_segment_filename", str(plan.out_dir / r.name / SEGMENT_PATTERN),

@@ -24,10 +24,12 @@ from typing import Any
 
 import redis
 
+from vidup import chunking
 from vidup.settings import Settings
 from vidup.storage import Blobs, FileBlobs, open_blobs
 from vidup.storage import layout as storage_layout
 from vidup.transcode_jobs import (
+    KIND_WHOLE,
     REASON_INVALID_MEDIA,
     RenditionResult,
     TranscodeRequest,
@@ -202,6 +204,13 @@ def run_transcode(
     ``stats``, if given, receives what the metrics want to know (rungs, encode and media seconds,
     FFmpeg's peak memory) as far as the job got."""
     limits = limits if limits is not None else MediaLimits.from_env()
+    if req.kind != KIND_WHOLE:
+        # One piece of a chunked video (a chunk, the audio, the stitch): vidup_transcoder.chunked.
+        from vidup_transcoder import chunked  # imported here: chunked builds on this module
+
+        return chunked.run_piece(req, blobs if blobs is not None else FileBlobs(storage_dir), storage_dir, job_id,
+                                 ProgressPublisher(connection, job_id), timeout_seconds, preset, clock, limits,
+                                 {} if stats is None else stats)
     store = package_store.package_store_for(blobs if blobs is not None else FileBlobs(storage_dir), storage_dir)
     label = f"upload {req.video_id}"
     # An earlier attempt of this job that died (SIGKILLed worker) may have left a staging directory.
@@ -224,6 +233,10 @@ def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id:
     admission.check_source(facts, limits, label)
 
     renditions = ladder.choose_ladder(facts.display_width, facts.display_height, req.renditions)
+    if chunking.wants_chunks(facts.duration_seconds, req.segment_seconds, req.chunk_seconds, req.chunk_min_chunks):
+        # Long enough to split: encode nothing; the operator enqueues the pieces (vidup.chunking).
+        chunks = chunking.plan_chunks(facts.duration_seconds, req.segment_seconds, req.chunk_seconds)
+        return TranscodeResult(status="chunked", video_id=req.video_id, source=facts.facts(), chunks=len(chunks))
     stats.update(rungs=len(renditions), media_seconds=facts.duration_seconds)
     budget = timeout_seconds if timeout_seconds is not None else job_timeout_for(facts.duration_seconds)
     output_budget = admission.output_budget_bytes(facts.duration_seconds, renditions, facts.has_audio, limits)
@@ -328,7 +341,7 @@ def transcode(request: dict[str, Any]) -> dict[str, Any]:
     except Exception as exc:
         _leave_encode_record(job, stats, metrics.failure_reason(exc))
         raise
-    _leave_encode_record(job, stats, None if result.status == "completed" else (result.reason or "failed"))
+    _leave_encode_record(job, stats, None if result.status != "failed" else (result.reason or "failed"))
     return result.to_dict()
 
 
