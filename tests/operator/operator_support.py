@@ -143,11 +143,12 @@ class World:
         make_video(self.storage_dir / relpath, seconds, size, **kw)
         return relpath
 
-    def create(self, name: str, source_path: str, renditions: tuple[int, ...] = (480,)) -> dict[str, Any]:
+    def create(self, name: str, source_path: str, renditions: tuple[int, ...] = (480,),
+               segment_seconds: int = 10) -> dict[str, Any]:
         size = (self.storage_dir / source_path).stat().st_size
-        body = VideoTranscodeObject(
-            name, self.namespace, VideoSpec("demo", source_path, size, f"{name}.mp4", renditions=renditions),
-        ).to_body()
+        spec = VideoSpec("demo", source_path, size, f"{name}.mp4", renditions=renditions,
+                         segment_seconds=segment_seconds)
+        body = VideoTranscodeObject(name, self.namespace, spec).to_body()
         result: dict[str, Any] = self.custom.create_namespaced_custom_object(
             GROUP, VERSION, self.namespace, PLURAL, body,
         )

@@ -48,6 +48,15 @@ def test_phases_before_the_end(status_ingest: StatusIngest, phase: str, expected
     # reason/error are for failures only, whatever the resource says in between
     assert d["reason"] is None and d["error"] is None
     assert d["master_playlist_url"] is None and d["renditions"] == []
+    assert d["chunks"] is None
+
+
+def test_a_chunked_video_shows_its_chunks(status_ingest: StatusIngest) -> None:
+    video_id = status_ingest.create_video()
+    status_ingest.set_status(video_id, {"phase": "Processing", "progress": 40, "jobId": f"vt-{video_id}-g1",
+                                        "attempts": 1, "chunks": {"total": 10, "completed": 4, "seconds": 60,
+                                                                  "summary": "4/10", "losses": {}}})
+    assert doc(status_ingest, video_id)["chunks"] == {"total": 10, "completed": 4}
 
 
 def test_completed_has_signed_playlist_urls(status_ingest: StatusIngest) -> None:

@@ -115,6 +115,7 @@ def status_document(obj: dict[str, Any], urls: VideoUrls) -> dict[str, Any]:
         "progress": _clamp_progress(status.get("progress", 0)),
         "job_id": status.get("jobId") or None,
         "attempts": int(status.get("attempts") or 0),
+        "chunks": _chunks(status.get("chunks")),
         "tenant": spec.get("tenant"),
         "path": source_spec.get("path"),
         "filename": source_spec.get("filename") or None,
@@ -133,6 +134,13 @@ def status_document(obj: dict[str, Any], urls: VideoUrls) -> dict[str, Any]:
         "url": urls.self_url,
         "events_url": urls.events_url,
     }
+
+
+def _chunks(chunks: Any) -> dict[str, int] | None:
+    """A long video encoded in chunks: how many, and how many are encoded (null otherwise)."""
+    if not isinstance(chunks, dict) or not chunks.get("total"):
+        return None
+    return {"total": int(chunks["total"]), "completed": int(chunks.get("completed") or 0)}
 
 
 def list_document(items: list[dict[str, Any]], urls_for: Callable[[dict[str, Any]], VideoUrls],
