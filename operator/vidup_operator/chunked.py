@@ -8,20 +8,23 @@ then on the resource's ``status.chunks`` says the video is in pieces, and every 
   returned a completed result: the marker is what survives a Redis flush, so finished chunks are
   never encoded again, whoever restarted;
 * a piece whose job is missing (never enqueued, or Redis forgot it) or canceled **wants a job**;
-* a piece whose worker died **was lost**: it wants a job too, and the loss is counted per piece in
-  ``status.chunks.losses``, so a chunk that kills every worker it meets fails the video after
-  ``max_attempts`` losses instead of looping for ever;
-* a piece that returned a failed result (invalid media) or that failed its last RQ retry **breaks**
-  the video. A raised failure is retried by RQ itself with the operator's backoff
-  (``vidup_operator.jobs.piece_retry``), so a transient error in one chunk costs that chunk only.
+* a piece whose worker died **was lost**: it wants a job again at once (a death is not the
+  piece's fault); a piece whose job raised **failed**: it wants a job again once the operator's
+  backoff has passed since the failure. Both are counted per piece in ``status.chunks.failures``,
+  and a piece at ``max_attempts`` failed or lost runs breaks the video (a chunk that kills every
+  worker it meets must not loop for ever). The operator is the only one that requeues a piece:
+  pieces carry no RQ retries, so the workers' dead-worker sweep (which requeues jobs with retries
+  left) never races it into running one piece twice;
+* a piece that returned a failed result (invalid media) **breaks** the video at once.
 
 The decision table (:mod:`vidup_operator.decisions`) turns a :class:`Survey` into jobs and status.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from vidup import chunking
 from vidup_operator.jobview import JobState, JobView
@@ -42,11 +45,15 @@ class Survey:
     done: frozenset[str]
     #: Pieces to enqueue (``replace``: drop what is left of a dead run first), in plan order.
     wanted: tuple[str, ...] = ()
-    #: The subset of ``wanted`` whose worker died this time (each costs one of its losses).
+    #: The subset of ``wanted`` whose worker died this time, and the one whose run failed.
     lost: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
     broken: Broken | None = None
     running: tuple[str, ...] = ()
-    losses: dict[str, int] = field(default_factory=dict)
+    #: ``status.chunks.failures`` with this look's requeues counted.
+    failures: dict[str, int] = field(default_factory=dict)
+    #: Seconds until the earliest failed piece's backoff is over (None: none is waiting).
+    wake_after: float | None = None
 
 
 def _done(piece: str, view: JobView | None, markers: frozenset[str]) -> bool:
@@ -59,37 +66,45 @@ def _done(piece: str, view: JobView | None, markers: frozenset[str]) -> bool:
 
 
 def survey(
-    names: list[str], views: Mapping[str, JobView], markers: frozenset[str], losses: Mapping[str, int],
-    max_losses: int,
+    names: list[str], views: Mapping[str, JobView], markers: frozenset[str], failures: Mapping[str, int],
+    max_attempts: int, delay_after: Callable[[int], float], now: datetime,
 ) -> Survey:
-    """Classify every piece in ``names`` (see the module docstring)."""
+    """Classify every piece in ``names`` (see the module docstring). ``delay_after(n)`` is the
+    backoff after a piece's ``n``-th failed run."""
     done: set[str] = set()
     wanted: list[str] = []
     lost: list[str] = []
+    failed: list[str] = []
     running: list[str] = []
-    counted = {k: int(v) for k, v in losses.items()}
+    counted = {k: int(v) for k, v in failures.items()}
     broken: Broken | None = None
+    wake: list[float] = []
     for piece in names:
         view = views.get(piece) or JobView(JobState.MISSING)
+        runs = counted.get(piece, 0) + 1  # with the run in front of us
         if _done(piece, view, markers):
             done.add(piece)
         elif view.state is JobState.FINISHED:
             invalid = view.result is not None and view.result.status == "failed"
             broken = broken or Broken(piece, view, invalid_media=invalid)
-        elif view.state is JobState.FAILED:
-            broken = broken or Broken(piece, view, invalid_media=False)
-        elif view.state is JobState.ABANDONED:
-            counted[piece] = counted.get(piece, 0) + 1
-            if counted[piece] >= max_losses:
+        elif view.state in (JobState.FAILED, JobState.ABANDONED):
+            if runs >= max_attempts:
                 broken = broken or Broken(piece, view, invalid_media=False)
-            else:
-                wanted.append(piece)
-                lost.append(piece)
+                continue
+            if view.state is JobState.FAILED and view.ended_at is not None:
+                due = view.ended_at + timedelta(seconds=delay_after(runs))
+                if now < due:
+                    wake.append((due - now).total_seconds())
+                    continue
+            counted[piece] = runs
+            wanted.append(piece)
+            (lost if view.state is JobState.ABANDONED else failed).append(piece)
         elif view.state in (JobState.MISSING, JobState.CANCELED):
             wanted.append(piece)
         elif view.state is JobState.RUNNING:
             running.append(piece)
-    return Survey(frozenset(done), tuple(wanted), tuple(lost), broken, tuple(running), counted)
+    return Survey(frozenset(done), tuple(wanted), tuple(lost), tuple(failed), broken, tuple(running), counted,
+                  min(wake) if wake else None)
 
 
 def progress(

@@ -418,7 +418,7 @@ def _start_chunks(obs: Observation, job_id: str, result: Any, attempts: int) -> 
     names = chunking.pieces(len(plan), has_audio)
     audio = " and the audio" if has_audio else ""
     message = f"{len(plan)} chunks of {seconds}s{audio} queued ({media:.1f}s of video)"
-    chunks = {"total": len(plan), "completed": 0, "seconds": seconds, "summary": f"0/{len(plan)}", "losses": {}}
+    chunks = {"total": len(plan), "completed": 0, "seconds": seconds, "summary": f"0/{len(plan)}", "failures": {}}
     patch = _phase_patch(obs, Phase.PROCESSING, st.REASON_CHUNKED, message, attempts=max(1, attempts),
                          progress=0, source=st.source_status(source), chunks=chunks)
     commands = tuple(_piece_command(job_id, name, media, seconds) for name in names)
@@ -434,36 +434,43 @@ def _decide_chunked(obs: Observation, job_id: str, attempts: int, policy: Policy
     media = float(source.get("durationSeconds") or 0.0)
     names = chunking.pieces(total, bool(source.get("hasAudio")))
     plan = chunking.plan_chunks(media, obs.segment_seconds, seconds)
-    survey = chunked.survey(names, obs.pieces, obs.markers, chunks.get("losses") or {}, policy.max_attempts)
-    losses = survey.losses
-    wanted, lost = survey.wanted, survey.lost
-    broken = survey.broken
+    def look(pieces: list[str], failures: Mapping[str, int]) -> chunked.Survey:
+        return chunked.survey(pieces, obs.pieces, obs.markers, failures, policy.max_attempts, policy.delay_after,
+                              obs.now)
+
+    survey = look(names, chunks.get("failures") or {})
+    result = survey
     completed = sum(1 for c in plan if c.name in survey.done)
     stitch = obs.pieces.get(chunking.STITCH) or JobView(JobState.MISSING)
-    if broken is None and len(survey.done) == len(names):
-        last = chunked.survey([chunking.STITCH], obs.pieces, frozenset(), losses, policy.max_attempts)
-        if chunking.STITCH in last.done:
+    if survey.broken is None and len(survey.done) == len(names):
+        result = look([chunking.STITCH], survey.failures)
+        if chunking.STITCH in result.done:
             done = _finished(obs, stitch, attempts)
             done_chunks = {**chunks, "completed": total, "summary": f"{total}/{total}"}
             return Decision(status={**done.status, "chunks": done_chunks}, events=done.events, remove_parts=True)
-        broken, wanted, lost, losses = last.broken, last.wanted, last.lost, last.losses
-    if broken is not None:
-        return _chunk_broke(obs, broken, attempts, names, survey.done, policy.max_attempts)
-    new_chunks = {**chunks, "completed": completed, "summary": f"{completed}/{total}", "losses": losses}
+    if result.broken is not None:
+        return _chunk_broke(obs, result.broken, attempts, names, survey.done, policy.max_attempts)
+    new_chunks = {**chunks, "completed": completed, "summary": f"{completed}/{total}", "failures": result.failures}
     progress = max(int(status.get("progress") or 0),
                    chunked.progress(plan, survey.done, obs.piece_progress, media))
     patch = _changed(status, {"chunks": new_chunks, "progress": progress})
     events = []
-    if lost:
-        events.append(Event(st.REASON_REQUEUED, f"the worker running {', '.join(lost)} was lost; enqueued again",
+    if result.lost:
+        events.append(Event(st.REASON_REQUEUED, f"the worker running {', '.join(result.lost)} was lost; "
+                                                "enqueued again", "Warning"))
+    for piece in result.failed:
+        error = _last_line(obs.pieces[piece].error) or "it failed"
+        runs = result.failures[piece]
+        events.append(Event(st.REASON_RETRYING, f"{piece} attempt {runs} of {policy.max_attempts} failed: {error}; "
+                                                "enqueued again", "Warning"))
+    missing = [p for p in result.wanted if p not in result.lost and p not in result.failed]
+    if set(missing) - {chunking.STITCH}:
+        events.append(Event(st.REASON_REQUEUED, f"{', '.join(missing)} not found in Redis; enqueued again",
                             "Warning"))
-    if set(wanted) - set(lost) - {chunking.STITCH}:
-        missing = ", ".join(p for p in wanted if p not in lost)
-        events.append(Event(st.REASON_REQUEUED, f"{missing} not found in Redis; enqueued again", "Warning"))
-    commands = tuple(_piece_command(job_id, p, media, seconds) for p in wanted)
-    if chunking.STITCH in wanted and not lost:
+    if chunking.STITCH in missing:
         events.append(Event(st.REASON_STITCHING, f"all {total} chunks encoded; stitching the package"))
-    return Decision(status=patch, pieces=commands, events=tuple(events))
+    commands = tuple(_piece_command(job_id, p, media, seconds) for p in result.wanted)
+    return Decision(status=patch, pieces=commands, events=tuple(events), wake_after=result.wake_after)
 
 
 def _chunk_broke(
@@ -475,12 +482,14 @@ def _chunk_broke(
     if broken.invalid_media and view.result is not None:
         reason = view.result.reason or REASON_INVALID_MEDIA
         message = f"{broken.piece}: {view.result.message or 'the upload could not be transcoded'}"
-    elif view.state is JobState.ABANDONED:
-        reason = st.REASON_TRANSCODE_FAILED
-        message = f"{broken.piece} was lost with its worker {max_attempts} times"
     else:
         reason = st.REASON_TRANSCODE_FAILED
-        message = f"{broken.piece} failed: {_last_line(view.error) or 'the job finished without a readable result'}"
+        why = _last_line(view.error) or "the job finished without a readable result"
+        if view.state is JobState.ABANDONED:
+            why = "the worker running it was lost"
+        message = f"{broken.piece} failed {max_attempts} times; the last time: {why}"
+        if view.state is JobState.FINISHED:
+            message = f"{broken.piece}: {why}"
     patch = _phase_patch(obs, Phase.FAILED, reason, message, attempts=attempts,
                          completedAt=st.rfc3339(view.ended_at or obs.now))
     job_id = job_id_for(obs.uid, obs.generation)

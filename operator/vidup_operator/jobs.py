@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from rq import Queue, Retry
+from rq import Queue
 from rq.command import send_stop_job_command
 from rq.exceptions import AbandonedJobError, DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -22,8 +22,7 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.worker import Worker
 
-from vidup.transcode_jobs import JOB_FUNCTION, TranscodeRequest, TranscodeResult, backoff_intervals, progress_key
-from vidup_operator.decisions import Policy
+from vidup.transcode_jobs import JOB_FUNCTION, TranscodeRequest, TranscodeResult, progress_key
 from vidup_operator.jobview import JobState, JobView
 
 log = logging.getLogger(__name__)
@@ -152,18 +151,12 @@ class JobStore:
 
     # -- act -----------------------------------------------------------------------------------
 
-    def enqueue(
-        self, job_id: str, request: TranscodeRequest, *, replace: bool = False, retry: Policy | None = None,
-    ) -> bool:
+    def enqueue(self, job_id: str, request: TranscodeRequest, *, replace: bool = False) -> bool:
         """Enqueue ``job_id`` unless it exists; with ``replace``, first drop a dead run of it.
 
         ``unique=True`` makes the check-and-enqueue one atomic Lua script, so two racing callers
         (a restarted operator, a standby that just took over) still make one job. Returns whether
         this call enqueued.
-
-        ``retry`` (the pieces of a chunked video): RQ retries a raised failure itself, with the
-        policy's backoff, up to its attempts; the video's own job is retried by the decisions,
-        which count its attempts on the resource. A piece's retries cost that piece only.
         """
         if replace:
             self._drop_dead_run(job_id)
@@ -174,7 +167,6 @@ class JobStore:
                 timeout=JOB_TIMEOUT_SECONDS, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,
                 description=f"transcode {request.video_id}" + (f" {request.kind} {request.chunk}"
                                                                   if request.kind != "whole" else ""),
-                retry=piece_retry(retry) if retry is not None else None,
             )
         except DuplicateJobError:
             return False
@@ -223,14 +215,6 @@ class JobStore:
     def still_running(self, job_id: str) -> bool:
         """Whether a live worker still reports ``job_id`` as running (after a stop was sent)."""
         return self.observe(job_id).state is JobState.RUNNING
-
-
-def piece_retry(policy: Policy) -> Retry | None:
-    """RQ's retry for a piece: ``max_attempts`` runs in all, the decisions' backoff between them."""
-    retries = policy.max_attempts - 1
-    if retries < 1:
-        return None
-    return Retry(max=retries, interval=backoff_intervals(retries, policy.retry_base_seconds, policy.retry_max_seconds))
 
 
 def _delete(job: Job) -> None:

@@ -218,7 +218,6 @@ class Reconciler:
         for piece in decision.pieces:
             await asyncio.to_thread(
                 jobs.enqueue, piece.job_id, piece_request(name, spec, job_id, piece), replace=True,
-                retry=self.runtime.config.policy,
             )
         if decision.job is not JobCommand.NONE:
             request = request_for(name, spec, self.runtime.config.settings)

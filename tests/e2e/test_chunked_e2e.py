@@ -116,7 +116,7 @@ def test_a_worker_killed_mid_chunk_costs_that_chunk_only(world: World) -> None:
     world.start_worker(2)
     status = world.wait_phase(name, {"Completed", "Failed"}, timeout=300)
     assert status["phase"] == "Completed", status
-    assert status["chunks"]["losses"] == {killed: 1}, status["chunks"]
+    assert status["chunks"]["failures"] == {killed: 1}, status["chunks"]
     for piece in done_before:  # finished before the kill: never encoded again
         assert len(piece_job(world, status, piece).results()) == 1, piece
         assert piece_job(world, status, piece).worker_name == "worker-1"

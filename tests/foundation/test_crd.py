@@ -177,7 +177,7 @@ def test_invalid_status_is_rejected(custom: client.CustomObjectsApi, patch: dict
 def test_kubectl_get_prints_the_printer_columns(kube: Stack, custom: client.CustomObjectsApi) -> None:
     name = create(custom, valid_body())["metadata"]["name"]
     status = copy.deepcopy(STATUS)
-    status["chunks"] = {"total": 10, "completed": 3, "seconds": 60, "summary": "3/10", "losses": {"c0004": 1}}
+    status["chunks"] = {"total": 10, "completed": 3, "seconds": 60, "summary": "3/10", "failures": {"c0004": 1}}
     custom.patch_namespaced_custom_object_status(
         resource.GROUP, resource.VERSION, NS, resource.PLURAL, name, {"status": status})
     kubectl = str(binaries.expected().kubectl)

@@ -5,7 +5,7 @@ are, a broken one fails the video, the stitch comes last, and progress only grow
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +60,7 @@ def test_plan_pieces_and_ids() -> None:
 def test_a_chunked_answer_records_the_plan_and_enqueues_every_piece_once() -> None:
     status, decision = chunked_status()
     assert status["phase"] == "Processing" and status["reason"] == "Chunked"
-    assert status["chunks"] == {"total": 4, "completed": 0, "seconds": 60, "summary": "0/4", "losses": {}}
+    assert status["chunks"] == {"total": 4, "completed": 0, "seconds": 60, "summary": "0/4", "failures": {}}
     assert status["source"]["durationSeconds"] == MEDIA and status["attempts"] == 1
     assert [(p.piece, p.kind, p.chunk) for p in decision.pieces] == [
         ("c0000", "chunk", 0), ("c0001", "chunk", 1), ("c0002", "chunk", 2), ("c0003", "chunk", 3),
@@ -87,20 +87,38 @@ def test_after_a_redis_flush_only_pieces_without_a_marker_are_enqueued_again() -
     assert any(e.reason == "Requeued" for e in decision.events)
 
 
-def test_a_lost_worker_costs_its_piece_one_loss_and_max_losses_fail_the_video() -> None:
+def test_a_lost_worker_costs_its_piece_one_run_and_max_attempts_fail_the_video() -> None:
     status, _ = chunked_status()
     pieces = {p: JobView(JobState.RUNNING) for p in chunking.pieces(4, True)}
     pieces["c0001"] = JobView(JobState.ABANDONED, started_at=STARTED)
     decision = decide(observe(status, JobView(JobState.MISSING), pieces), POLICY)
     assert [p.piece for p in decision.pieces] == ["c0001"]
-    assert decision.status["chunks"]["losses"] == {"c0001": 1}
+    assert decision.status["chunks"]["failures"] == {"c0001": 1}
+    assert [e.reason for e in decision.events] == ["Requeued"]
     status = apply(status, decision)
-    status["chunks"] = dict(status["chunks"], losses={"c0001": POLICY.max_attempts - 1})
+    status["chunks"] = dict(status["chunks"], failures={"c0001": POLICY.max_attempts - 1})
     final = decide(observe(status, JobView(JobState.MISSING), pieces), POLICY)
     assert final.status["phase"] == "Failed" and final.status["reason"] == "TranscodeFailed"
-    assert "c0001" in final.status["message"] and not final.pieces
+    assert "c0001 failed 3 times" in final.status["message"] and "lost" in final.status["message"]
+    assert not final.pieces
     assert chunking.piece_job_id(JOB, "c0000") in final.cancel_pieces
     assert chunking.piece_job_id(JOB, "c0001") not in final.cancel_pieces
+
+
+def test_a_failed_piece_waits_out_the_backoff_then_runs_again_counted_once() -> None:
+    status, _ = chunked_status()
+    error = "Traceback (most recent call last):\n  x\nOSError: disk"
+    pieces = {p: JobView(JobState.WAITING) for p in chunking.pieces(4, True)}
+    pieces["c0002"] = JobView(JobState.FAILED, error=error, started_at=STARTED, ended_at=NOW)
+    waiting = decide(observe(status, JobView(JobState.MISSING), pieces), POLICY)
+    assert not waiting.pieces and waiting.wake_after == POLICY.delay_after(1)
+    later = Observation(UID, 1, (1080, 720, 480), status, JobView(JobState.MISSING), None,
+                        NOW + timedelta(seconds=POLICY.delay_after(1)), segment_seconds=10, chunk_seconds=60,
+                        pieces=pieces)
+    retry = decide(later, POLICY)
+    assert [p.piece for p in retry.pieces] == ["c0002"]
+    assert retry.status["chunks"]["failures"] == {"c0002": 1}
+    assert [e.reason for e in retry.events] == ["Retrying"] and "OSError: disk" in retry.events[0].message
 
 
 def test_invalid_media_in_a_chunk_fails_the_video_at_once() -> None:
@@ -113,11 +131,14 @@ def test_invalid_media_in_a_chunk_fails_the_video_at_once() -> None:
     assert chunking.piece_job_id(JOB, "c0000") not in decision.cancel_pieces  # done: nothing to stop
 
 
-def test_a_piece_out_of_rq_retries_fails_the_video() -> None:
+def test_a_piece_failing_its_last_attempt_fails_the_video() -> None:
     status, _ = chunked_status()
-    pieces = {"c0003": JobView(JobState.FAILED, error="Traceback (most recent call last):\n  x\nOSError: disk")}
+    status["chunks"] = dict(status["chunks"], failures={"c0003": POLICY.max_attempts - 1})
+    pieces = {"c0003": JobView(JobState.FAILED, error="Traceback (most recent call last):\n  x\nOSError: disk",
+                               ended_at=NOW)}
     decision = decide(observe(status, JobView(JobState.MISSING), pieces), POLICY)
-    assert decision.status["phase"] == "Failed" and "c0003 failed: OSError: disk" in decision.status["message"]
+    assert decision.status["phase"] == "Failed"
+    assert "c0003 failed 3 times; the last time: OSError: disk" in decision.status["message"]
 
 
 def test_all_pieces_done_enqueues_the_stitch_then_its_result_completes_the_video() -> None:
@@ -152,5 +173,5 @@ def test_progress_is_weighed_by_chunk_duration_and_never_goes_back() -> None:
 
 
 def test_the_survey_counts_a_finished_result_and_a_marker_alike() -> None:
-    s = survey(["c0000", "c0001", "audio"], {"c0000": ok()}, frozenset({"c0001"}), {}, 3)
+    s = survey(["c0000", "c0001", "audio"], {"c0000": ok()}, frozenset({"c0001"}), {}, 3, POLICY.delay_after, NOW)
     assert s.done == {"c0000", "c0001"} and s.wanted == ("audio",) and s.broken is None

@@ -55,7 +55,7 @@ def test_a_chunked_video_shows_its_chunks(status_ingest: StatusIngest) -> None:
     video_id = status_ingest.create_video()
     status_ingest.set_status(video_id, {"phase": "Processing", "progress": 40, "jobId": f"vt-{video_id}-g1",
                                         "attempts": 1, "chunks": {"total": 10, "completed": 4, "seconds": 60,
-                                                                  "summary": "4/10", "losses": {}}})
+                                                                  "summary": "4/10", "failures": {}}})
     assert doc(status_ingest, video_id)["chunks"] == {"total": 10, "completed": 4}
 
 
