@@ -35,6 +35,10 @@ CLAIM = "claim.json"
 #: How often the encoding worker rewrites its claim, and how old a claim may be and still count.
 CLAIM_REFRESH_SECONDS = 5.0
 CLAIM_FRESH_SECONDS = 30.0
+#: How long a piece Redis forgot is given for its claim to appear before it is enqueued again: a
+#: worker writes the claim as its run starts, a moment after it took the job off the queue, and a
+#: flush in that moment must not make the piece run twice.
+CLAIM_GRACE_SECONDS = 5.0
 #: VIDUP_CHUNK_SECONDS's default (:class:`vidup.settings.Settings`).
 DEFAULT_CHUNK_SECONDS = 60
 

@@ -22,7 +22,7 @@ from rq.registry import StartedJobRegistry
 from rq.results import Result
 from rq.worker import Worker
 
-from vidup.transcode_jobs import JOB_FUNCTION, TranscodeRequest, TranscodeResult, progress_key
+from vidup.transcode_jobs import JOB_FUNCTION, KIND_CHUNK, KIND_WHOLE, TranscodeRequest, TranscodeResult, progress_key
 from vidup_operator.jobview import JobState, JobView
 
 log = logging.getLogger(__name__)
@@ -165,8 +165,7 @@ class JobStore:
             self.queue.enqueue_call(
                 JOB_FUNCTION, args=(request.to_dict(),), job_id=job_id, unique=True,
                 timeout=JOB_TIMEOUT_SECONDS, result_ttl=RESULT_TTL_SECONDS, failure_ttl=RESULT_TTL_SECONDS,
-                description=f"transcode {request.video_id}" + (f" {request.kind} {request.chunk}"
-                                                                  if request.kind != "whole" else ""),
+                description=_description(request),
             )
         except DuplicateJobError:
             return False
@@ -215,6 +214,12 @@ class JobStore:
     def still_running(self, job_id: str) -> bool:
         """Whether a live worker still reports ``job_id`` as running (after a stop was sent)."""
         return self.observe(job_id).state is JobState.RUNNING
+
+
+def _description(request: TranscodeRequest) -> str:
+    """What RQ logs as the job starts: ``transcode <video>``, plus the piece of a chunked video."""
+    piece = {KIND_WHOLE: "", KIND_CHUNK: f" chunk {request.chunk}"}.get(request.kind, f" {request.kind}")
+    return f"transcode {request.video_id}{piece}"
 
 
 def _delete(job: Job) -> None:

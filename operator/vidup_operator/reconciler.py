@@ -97,6 +97,8 @@ class Reconciler:
         self.runtime = runtime
         self.body = body  # Kopf's live view: spec/metadata follow the watch stream
         self.status: dict[str, Any] = dict(body.get("status") or {})
+        #: Pieces of a chunked video seen missing from Redis, since when (monotonic seconds).
+        self.missing_since: dict[str, float] = {}
         self.last_progress_patch = 0.0
 
     @property
@@ -195,10 +197,16 @@ class Reconciler:
             if not (views[p].state is JobState.FINISHED and views[p].result is not None)
             and blobs.size(f"{parts}/{p}/{chunking.DONE_MARKER}") is not None
         )
-        now = time.time()
-        for p, view in views.items():
-            # Redis forgot the job (a flush), but a worker still encodes it: wait for it.
-            if p not in markers and view.state is JobState.MISSING and \
+        now, ticks = time.time(), time.monotonic()
+        for p in names:
+            if p in markers or views[p].state is not JobState.MISSING:
+                self.missing_since.pop(p, None)
+                continue
+            # Redis forgot the piece (every piece was enqueued when the video was chunked). A worker
+            # may still encode it (its claim is fresh), or have just taken it off the queue (its
+            # claim is about to appear): wait for it rather than have the piece run twice.
+            first = self.missing_since.setdefault(p, ticks)
+            if ticks - first < chunking.CLAIM_GRACE_SECONDS or \
                     chunking.claim_is_fresh(blobs.read_bytes(f"{parts}/{p}/{chunking.CLAIM}"), now):
                 views[p] = JobView(JobState.RUNNING)
         return PiecesSeen(views, markers, progress)

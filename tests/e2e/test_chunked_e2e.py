@@ -4,6 +4,7 @@ operator plus a FLUSHALL mid-encode still ends in one package with no chunk enco
 
 Chunks are 4 s of 2 s segments here (VIDUP_CHUNK_SECONDS=4, spec segmentSeconds=2), so a 20 s
 source is five chunks and the audio: the same plan a 10-minute video gets with 60 s chunks, small.
+The fault tests use 8 s chunks of a 40 s 1080p source, so a chunk is still encoding when it is hit.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from vidup.localstack.stack import Stack
 sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))
 from operator_support import World, wait_for
 
+#: RQ's line as a worker starts a piece (the job's description, then its id; not "Job OK (id)").
+DEQUEUED = re.compile(r": transcode \S+(?: chunk \d+| audio| stitch) \((vt-[0-9a-f-]+-g\d+_[a-z0-9]+)\)")
 CHUNK_ENV = {"VIDUP_CHUNK_SECONDS": "4", "VIDUP_CHUNK_MIN_CHUNKS": "3"}
 
 
@@ -68,7 +71,8 @@ def dequeues(world: World) -> dict[str, int]:
     with its id): the record of encodes that survives a FLUSHALL."""
     counts: dict[str, int] = {}
     for log in (world.run_dir / "logs").glob("worker*.log") if (world.run_dir / "logs").is_dir() else []:
-        for job_id in re.findall(r"\((vt-[0-9a-f-]+-g\d+_[a-z0-9]+)\)", log.read_text(errors="replace")):
+        text = log.read_text(errors="replace")
+        for job_id in DEQUEUED.findall(text):
             counts[job_id] = counts.get(job_id, 0) + 1
     return counts
 
@@ -91,11 +95,17 @@ def test_two_workers_share_the_chunks_of_one_video(world: World) -> None:
     assert "Chunked" in reasons and "Stitching" in reasons and "Completed" in reasons, reasons
 
 
+def long_chunks(world: World, name: str) -> None:
+    """A 40 s 1080p source: five chunks once VIDUP_CHUNK_SECONDS is 8 (set before the processes start)."""
+    world.create(name, world.upload(name, seconds=40, size="1920x1080"), renditions=(1080, 720), segment_seconds=2)
+
+
 def test_a_worker_killed_mid_chunk_costs_that_chunk_only(world: World) -> None:
+    world.extra_env["VIDUP_CHUNK_SECONDS"] = "8"
     world.start_operator()
     doomed = world.start_worker(1)
     name = unique("ckill")
-    world.create(name, world.upload(name, seconds=20, size="1280x720"), renditions=(720, 480), segment_seconds=2)
+    long_chunks(world, name)
     status = world.wait_phase(name, "Processing", timeout=120)
     wait_for(lambda: world.status(name).get("chunks", {}).get("completed", 0) >= 1, 120, "a first chunk done")
     status = world.status(name)
@@ -114,32 +124,34 @@ def test_a_worker_killed_mid_chunk_costs_that_chunk_only(world: World) -> None:
     assert done_before
     world.kill(doomed)
     world.start_worker(2)
-    status = world.wait_phase(name, {"Completed", "Failed"}, timeout=300)
+    status = world.wait_phase(name, {"Completed", "Failed"}, timeout=400)
     assert status["phase"] == "Completed", status
     assert status["chunks"]["failures"] == {killed: 1}, status["chunks"]
     for piece in done_before:  # finished before the kill: never encoded again
         assert len(piece_job(world, status, piece).results()) == 1, piece
         assert piece_job(world, status, piece).worker_name == "worker-1"
     assert piece_job(world, status, killed).worker_name == "worker-2"
-    check_package(world, name, 5, 10, (720, 480))
+    check_package(world, name, 5, 20, (1080, 720))
     assert "Requeued" in [e["reason"] for e in world.events(name)]
 
 
 def test_an_operator_killed_and_a_redis_flush_mid_chunks_end_in_one_package(world: World) -> None:
+    world.extra_env["VIDUP_CHUNK_SECONDS"] = "8"
     doomed = world.start_operator(0)
     world.start_worker(1)
     world.start_worker(2)
     name = unique("cflush")
-    world.create(name, world.upload(name, seconds=20, size="1280x720"), renditions=(720, 480), segment_seconds=2)
+    long_chunks(world, name)
     wait_for(lambda: world.status(name).get("chunks", {}).get("completed", 0) >= 1, 180, "a first chunk done")
+    assert world.status(name)["chunks"]["completed"] < 5, "too late: every chunk is done already"
     world.kill(doomed)
     world.redis.flushall()
     time.sleep(1)
     world.start_operator(1)
-    status = world.wait_phase(name, {"Completed", "Failed"}, timeout=300)
+    status = world.wait_phase(name, {"Completed", "Failed"}, timeout=400)
     assert status["phase"] == "Completed", status
     assert status["chunks"]["completed"] == status["chunks"]["total"] == 5
-    check_package(world, name, 5, 10, (720, 480))
+    check_package(world, name, 5, 20, (1080, 720))
     runs = dequeues(world)
     pieces = [chunking.piece_job_id(status["jobId"], p) for p in chunking.pieces(5, True)]
     assert all(runs.get(p) == 1 for p in pieces), runs
