@@ -33,6 +33,8 @@ def web_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         "VIDUP_X264_PRESET": "ultrafast",
         "VIDUP_MAX_UPLOAD_SIZE": str(MAX_UPLOAD),
         "VIDUP_TOKEN_TTL_SECONDS": str(TOKEN_TTL),
+        # 10 s chunks from 30 s on: the 20 s sample is one job, sample_chunked is four chunks
+        "VIDUP_CHUNK_SECONDS": "10",
     })
     stack.start()
     yield stack
@@ -60,15 +62,25 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("webapp-media")
 
 
-@pytest.fixture(scope="session")
-def sample_1080p(media: Path) -> Path:
-    """Twenty seconds of 1920x1080 test pattern with a tone: three rungs, two HLS segments each."""
-    path = media / "sample-1080p.mp4"
+def tone_clip(path: Path, size: str, seconds: int) -> Path:
+    """testsrc2 with a 440 Hz tone, H.264 + AAC, moov first (as a browser upload would be)."""
     subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=25:duration=20",
-         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000:duration=20", "-c:v", "libx264",
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}", "-c:v", "libx264",
          "-preset", "veryfast", "-crf", "30", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest",
          "-movflags", "+faststart", str(path)],
         check=True,
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_1080p(media: Path) -> Path:
+    """Twenty seconds of 1920x1080 test pattern with a tone: three rungs, two HLS segments each."""
+    return tone_clip(media / "sample-1080p.mp4", "1920x1080", 20)
+
+
+@pytest.fixture(scope="session")
+def sample_chunked(media: Path) -> Path:
+    """Forty seconds of 854x480 with a tone: encoded as four 10 s chunks and an audio rendition."""
+    return tone_clip(media / "sample-chunked.mp4", "854x480", 40)

@@ -161,6 +161,36 @@ def test_upload_watch_play_and_switch_to_480p(web_stack: Stack, browser: Browser
         context.close()
 
 
+def test_a_chunked_video_plays_across_its_chunk_joins_with_its_audio_group(
+    web_stack: Stack, browser: Browser, sample_chunked: Path,
+) -> None:
+    """Four chunks stitched into one package, the sound as an EXT-X-MEDIA audio rendition: hls.js
+    plays past the first join (10 s) with the audio decoded, as from a single-job encode."""
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    urls: list[str] = []
+    page.on("request", lambda r: urls.append(r.url))
+    try:
+        sign_in(page, web_stack)
+        signed_in(page)
+        page.get_by_test_id("file-input").set_input_files(sample_chunked)
+        video = card(page, sample_chunked.name)
+        expect(video.get_by_test_id("video-status")).to_have_text("Completed", timeout=TRANSCODE_TIMEOUT_MS)
+        document = requests.get(f"{web_stack.url}/videos/{video.get_attribute('data-video-id')}",
+                                headers={"Authorization": f"Bearer {web_stack.api_key}"}, timeout=30).json()
+        assert document["chunks"] == {"total": 4, "completed": 4}, document
+        video.get_by_role("button", name=re.compile("play", re.I)).click()
+        page.wait_for_function("() => document.querySelector('[data-testid=player]').currentTime > 12",
+                               timeout=90_000)
+        player = "document.querySelector('[data-testid=player]')"
+        assert page.evaluate(f"{player}.error") is None
+        assert page.evaluate(f"{player}.webkitAudioDecodedByteCount") > 0, "no audio was decoded"
+        assert any("/audio/seg_" in url for url in urls), [u for u in urls if ".ts" in u]
+        assert any("/seg_00001.ts" in url and "/audio/" not in url for url in urls)  # past the first join
+    finally:
+        context.close()
+
+
 def test_an_upload_cut_by_a_reload_resumes_where_the_server_stopped(
         web_stack: Stack, browser: Browser, media: Path, screenshots: Path) -> None:
     data = os.urandom(24 * 1024 * 1024)
