@@ -7,6 +7,7 @@ server accepted may change them (they are then made again), one it refused must 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
@@ -14,7 +15,6 @@ from fuzz_strategies import (
     BODIES,
     EXTRA_HEADERS,
     FRAMINGS,
-    GARBAGE,
     METHODS,
     NUMERIC_GARBAGE,
     OCTET,
@@ -24,6 +24,7 @@ from fuzz_strategies import (
     b64,
     framing_notes,
     header_choice,
+    mutated,
     with_extras,
 )
 from fuzz_support import COUNTS, fuzz_settings
@@ -147,37 +148,19 @@ def valid_tus_request(draw: st.DrawFn) -> tuple[str, str, dict[str, str], bytes]
     return {"head": "HEAD", "delete": "DELETE", "patch": "PATCH"}[op], f"/files/@{kind}@", h, body
 
 
+def valid_tus_case() -> st.SearchStrategy[Case]:
+    """:func:`valid_tus_request` as a :class:`Case`, sent with its exact length."""
+    return valid_tus_request().map(lambda r: Case(r[0], r[1], list(r[2].items()), r[3]))
+
+
 @st.composite
 def mutated_tus_cases(draw: st.DrawFn, framings: st.SearchStrategy[str]) -> Case:
-    """A valid request with 0 to 4 mutations: each removes a header, sets one to a near-valid or
-    garbage value, duplicates one, adds a random one, or changes the method, target, body or framing."""
-    method, target, h, body = draw(valid_tus_request())
-    headers = list(h.items())
-    framing = "exact"
-    for _ in range(draw(st.sampled_from([0, 0, 1, 1, 1, 2, 2, 3, 4]))):
-        kind = draw(st.sampled_from(["drop", "set", "set", "set", "dup", "extra", "method", "target", "body",
-                                     "framing"]))
-        if kind == "drop" and headers:
-            del headers[draw(st.integers(0, len(headers) - 1))]
-        elif kind in ("set", "dup"):
-            name = draw(st.sampled_from(list(ALTERNATIVES)))
-            value = draw(ALTERNATIVES[name] | GARBAGE if draw(st.integers(0, 3)) == 0 else ALTERNATIVES[name])
-            if kind == "set":
-                headers = [(k, v) for k, v in headers if k != name]
-            headers.append((name, value))
-        elif kind == "extra":
-            headers += draw(EXTRA_HEADERS)
-        elif kind == "method":
-            method = draw(TUS_METHODS)
-        elif kind == "target":
-            target = draw(tus_target())
-        elif kind == "body":
-            body = draw(BODIES)
-        else:
-            framing = draw(framings)
+    """A valid request with 0 to 4 mutations (:func:`fuzz_strategies.mutated`); with the stall
+    framings every case stalls, mutated or not."""
+    case = draw(mutated(valid_tus_case(), ALTERNATIVES, tus_target(), methods=TUS_METHODS, framings=framings))
     if framings is STALLS:
-        framing = draw(framings)
-    return Case(method, target, headers, body, framing, notes=draw(framing_notes()))
+        case = dataclasses.replace(case, framing=draw(framings))
+    return case
 
 
 @st.composite

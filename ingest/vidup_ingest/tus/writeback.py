@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Callable
 
@@ -52,7 +53,7 @@ def _range(fd: int, start: int, end: int, flags: int) -> bool:
         return False
     if _sync_file_range(fd, start, end - start, flags) != 0:
         err = ctypes.get_errno()
-        if err in (38, 95):  # ENOSYS, EOPNOTSUPP: a kernel or filesystem without it
+        if err in (errno.ENOSYS, errno.EOPNOTSUPP):  # a kernel or filesystem without it
             return False
         raise OSError(err, os.strerror(err))
     return True
