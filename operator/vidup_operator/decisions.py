@@ -231,8 +231,17 @@ def _start_generation(obs: Observation, job_id: str) -> Decision:
         event = Event(st.REASON_QUEUED, f"job {job_id} queued")
     return Decision(
         job=JobCommand.ENQUEUE, job_id=job_id, cancel_job_id=old if old != job_id else "",
-        status=patch, events=(event,),
+        cancel_pieces=all_piece_jobs(old, obs.status) if old != job_id else (), status=patch, events=(event,),
     )
+
+
+def all_piece_jobs(job_id: str, status: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every piece job of ``job_id``'s chunked run, the stitch included (none if it was not chunked):
+    what a spec change or a delete must stop."""
+    if not job_id or not chunked_stage(status):
+        return ()
+    names = chunking.pieces(int(status["chunks"]["total"]), has_audio=True)
+    return tuple(chunking.piece_job_id(job_id, p) for p in [*names, chunking.STITCH])
 
 
 def _queued(obs: Observation, job_id: str, message: str) -> dict[str, Any]:

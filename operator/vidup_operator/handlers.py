@@ -9,7 +9,6 @@ from typing import Any
 
 import kopf
 
-from vidup import chunking
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.transcode_jobs import job_id_for
 from vidup_operator import autoscaler, decisions, metrics
@@ -79,10 +78,7 @@ async def cleanup(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: An
     status = body.get("status") or {}
     if status.get("jobId"):
         ids.add(str(status["jobId"]))
-    if decisions.chunked_stage(status):  # every piece of a chunked run, the stitch included
-        total = int(status["chunks"]["total"])
-        names = [*chunking.pieces(total, has_audio=True), chunking.STITCH]
-        ids |= {chunking.piece_job_id(str(status.get("jobId")), p) for p in names}
+    ids |= set(decisions.all_piece_jobs(str(status.get("jobId") or ""), status))
     for job_id in sorted(ids):
         if await asyncio.to_thread(jobs.cancel, job_id):
             deadline = time.monotonic() + STOP_WAIT_SECONDS

@@ -175,3 +175,11 @@ def test_progress_is_weighed_by_chunk_duration_and_never_goes_back() -> None:
 def test_the_survey_counts_a_finished_result_and_a_marker_alike() -> None:
     s = survey(["c0000", "c0001", "audio"], {"c0000": ok()}, frozenset({"c0001"}), {}, 3, POLICY.delay_after, NOW)
     assert s.done == {"c0000", "c0001"} and s.wanted == ("audio",) and s.broken is None
+
+
+def test_a_spec_change_mid_chunks_stops_the_old_pieces() -> None:
+    status, _ = chunked_status()
+    decision = decide(Observation(UID, 2, (720,), status, JobView(JobState.MISSING), None, NOW), POLICY)
+    assert decision.cancel_job_id == JOB and decision.status["chunks"] is None
+    assert set(decision.cancel_pieces) == {chunking.piece_job_id(JOB, p) for p in
+                                           ["c0000", "c0001", "c0002", "c0003", "audio", "stitch"]}
