@@ -10,8 +10,9 @@ import pytest
 from transcoder_media import ffmpeg, ffprobe_json, make_source, segment_starts, streams
 
 from vidup.transcode_jobs import REASON_INVALID_MEDIA, TranscodeRequest, TranscodeResult
+from vidup_transcoder.encoding import job_timeout_for
 from vidup_transcoder.errors import TranscodeTimeoutError
-from vidup_transcoder.job import job_timeout_for, run_transcode
+from vidup_transcoder.job import run_transcode
 
 SEGMENT = 2
 

@@ -24,7 +24,7 @@ from vidup.localstack.components import worker_process
 from vidup.localstack.processes import wait_until
 from vidup.localstack.redis_server import RedisServer
 from vidup.transcode_jobs import JOB_FUNCTION, TranscodeRequest, progress_key
-from vidup_transcoder.job import job_timeout_for
+from vidup_transcoder.encoding import job_timeout_for
 
 
 @pytest.mark.parametrize("outage", [3, 15], ids=["encode-outlives-outage", "encode-ends-during-outage"])

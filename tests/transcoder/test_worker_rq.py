@@ -30,7 +30,7 @@ from vidup.transcode_jobs import (
     progress_channel,
     progress_key,
 )
-from vidup_transcoder.job import job_timeout_for
+from vidup_transcoder.encoding import job_timeout_for
 
 # Worker names must be unique per Redis: a SIGKILLed worker's registration outlives it for a while.
 _INDEXES = itertools.count(random.randint(1_000, 9_000_000))

@@ -50,6 +50,7 @@ from vidup_transcoder import (
     admission,
     chunk_command,
     command,
+    encoding,
     ladder,
     master_playlist,
     package_store,
@@ -57,16 +58,6 @@ from vidup_transcoder import (
     stitch,
 )
 from vidup_transcoder.errors import InvalidMediaError, TranscodeTimeoutError, TransientTranscodeError
-from vidup_transcoder.job import (
-    ProgressPublisher,
-    _classify_failure,
-    _failed,
-    _make_poster,
-    _measure,
-    _sigterm_raises,
-    _trim,
-    job_timeout_for,
-)
 from vidup_transcoder.limits import MediaLimits
 from vidup_transcoder.output_guard import OutputGuard
 from vidup_transcoder.probe import Probe
@@ -89,9 +80,9 @@ def read_marker(blobs: Blobs, parts_path: str, piece: str) -> stitch.PieceMarker
     return None if raw is None else stitch.PieceMarker.from_json(raw)
 
 
-def run_piece(req: TranscodeRequest, blobs: Blobs, storage_dir: Path, job_id: str, publisher: ProgressPublisher,
-              timeout_seconds: float | None, preset: str | None, clock: Callable[[], float], limits: MediaLimits,
-              stats: dict[str, Any]) -> TranscodeResult:
+def run_piece(req: TranscodeRequest, blobs: Blobs, storage_dir: Path, job_id: str,
+              publisher: encoding.ProgressPublisher, timeout_seconds: float | None, preset: str | None,
+              clock: Callable[[], float], limits: MediaLimits, stats: dict[str, Any]) -> TranscodeResult:
     """Run one piece (``req.kind`` chunk, audio or stitch); see the module docstring."""
     if not req.parts_path:
         raise ValueError(f"a {req.kind} job needs parts_path")
@@ -107,7 +98,7 @@ def run_piece(req: TranscodeRequest, blobs: Blobs, storage_dir: Path, job_id: st
         with PieceClaim(blobs, f"{req.parts_path}/{piece}/{chunking.CLAIM}", job_id):
             result = run.stitch() if req.kind == KIND_STITCH else run.encode_piece(piece)
     except InvalidMediaError as exc:
-        return _failed(req, str(exc))
+        return encoding.failed_result(req, str(exc))
     finally:
         store.discard(staging_key, job_id)
     return result
@@ -186,7 +177,7 @@ class _Run:
     """One attempt of one piece: the request, where things are, and the job's budgets."""
 
     def __init__(self, req: TranscodeRequest, blobs: Blobs, store: package_store.PackageStore, job_id: str,
-                 label: str, publisher: ProgressPublisher, timeout_seconds: float | None, preset: str | None,
+                 label: str, publisher: encoding.ProgressPublisher, timeout_seconds: float | None, preset: str | None,
                  clock: Callable[[], float], limits: MediaLimits, stats: dict[str, Any], staging_key: str) -> None:
         self.req, self.blobs, self.store, self.job_id, self.label = req, blobs, store, job_id, label
         self.publisher, self.timeout_seconds, self.preset, self.clock = publisher, timeout_seconds, preset, clock
@@ -300,7 +291,7 @@ class _Run:
     def _encode(self, argv: list[str], partial: Path, seconds: float, output_budget: int | None,
                 child_limits: ChildLimits) -> None:
         """Run FFmpeg with the single job's limits, progress and failure rules."""
-        budget = self.timeout_seconds if self.timeout_seconds is not None else job_timeout_for(seconds)
+        budget = self.timeout_seconds if self.timeout_seconds is not None else encoding.job_timeout_for(seconds)
         guard = OutputGuard(partial, output_budget, self.label, seconds)
         parser = ProgressParser(seconds)
         self.publisher.publish(0)
@@ -312,16 +303,16 @@ class _Run:
                 self.publisher.publish(min(percent, 99))
 
         started = time.monotonic()
-        with _sigterm_raises():
+        with encoding.sigterm_raises():
             outcome = run_streaming(argv, on_line, timeout_seconds=budget, limits=child_limits)
         self.stats.update(encode_seconds=time.monotonic() - started, peak_memory_bytes=outcome.peak_memory_bytes)
         if outcome.timed_out:
             raise TranscodeTimeoutError(
                 f"{self.req.kind} exceeded its {budget:.0f}s budget for {seconds:.1f}s of media; "
-                f"last output:\n{_trim(outcome.stderr_tail)}"
+                f"last output:\n{encoding.trim(outcome.stderr_tail)}"
             )
         if outcome.returncode != 0 or outcome.out_of_memory:
-            raise _classify_failure(outcome, self.label, child_limits)
+            raise encoding.classify_failure(outcome, self.label, child_limits)
         guard.check(force=True)
 
     # -- the stitch ---------------------------------------------------------------------------------
@@ -341,7 +332,7 @@ class _Run:
             markers[piece] = marker
         chunk_names = [c.name for c in plan]
         budget = (self.timeout_seconds if self.timeout_seconds is not None
-                  else job_timeout_for(facts.duration_seconds))
+                  else encoding.job_timeout_for(facts.duration_seconds))
         self.stats.update(rungs=len(renditions), media_seconds=facts.duration_seconds)
 
         partial = self.store.new_partial(req.output_path, self.job_id)
@@ -362,7 +353,7 @@ class _Run:
                     _bring(self.blobs, f"{req.parts_path}/{owner}/{name}/{seg.uri}", partial / name / seg.uri)
             (partial / name / command.MEDIA_PLAYLIST).write_text(stitch.render_media_playlist(segments))
 
-        measured = [_measure(partial, r, facts.has_audio, self.label) for r in renditions]
+        measured = [encoding.measure(partial, r, facts.has_audio, self.label) for r in renditions]
         admission.check_complete(measured[0].playlist.duration, facts.duration_seconds, self.label)
         audio_peak = audio_average = 0
         if facts.has_audio:
@@ -375,7 +366,7 @@ class _Run:
             cpu_seconds=admission.cpu_budget_seconds(facts.duration_seconds, self.limits),
             file_size_bytes=output_budget,
         )
-        _make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits,
+        encoding.make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits,
                      self.label, self.limits.ffmpeg_thread_cap())
         if self.clock() - started > budget:
             raise TranscodeTimeoutError(f"stitch exceeded its {budget:.0f}s budget")

@@ -10,16 +10,11 @@ into the same limit on every attempt.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import redis
@@ -28,157 +23,26 @@ from vidup import chunking
 from vidup.settings import Settings
 from vidup.storage import Blobs, FileBlobs, open_blobs
 from vidup.storage import layout as storage_layout
-from vidup.transcode_jobs import (
-    KIND_WHOLE,
-    REASON_INVALID_MEDIA,
-    RenditionResult,
-    TranscodeRequest,
-    TranscodeResult,
-    progress_channel,
-    progress_key,
+from vidup.transcode_jobs import KIND_WHOLE, RenditionResult, TranscodeRequest, TranscodeResult
+from vidup_transcoder import admission, chunked, command, ladder, master_playlist, metrics, package_store, probe
+from vidup_transcoder.encoding import (
+    ProgressPublisher,
+    classify_failure,
+    failed_result,
+    job_timeout_for,
+    make_poster,
+    measure,
+    sigterm_raises,
+    trim,
 )
-from vidup_transcoder import admission, command, ladder, master_playlist, metrics, package_store, probe, sps
-from vidup_transcoder.errors import (
-    InvalidMediaError,
-    TranscodeCancelledError,
-    TranscodeTimeoutError,
-    TransientTranscodeError,
-)
+from vidup_transcoder.errors import InvalidMediaError, TranscodeTimeoutError
 from vidup_transcoder.limits import MediaLimits
 from vidup_transcoder.output_guard import OutputGuard
 from vidup_transcoder.progress import ProgressParser
-from vidup_transcoder.rlimits import ChildLimits, exceeded_limit
-from vidup_transcoder.runner import RunOutcome, run_streaming
+from vidup_transcoder.rlimits import ChildLimits
+from vidup_transcoder.runner import run_streaming
 
 log = logging.getLogger(__name__)
-
-#: Fixed allowance (probe, poster, start-up) plus seconds of wall time per second of source. Generous
-#: on purpose: a timeout only exists to free a worker from a stuck encode, never to race a slow one.
-TIMEOUT_BASE_SECONDS = 300
-TIMEOUT_PER_SOURCE_SECOND = 6.0
-#: Keep progress around long enough for the operator to read the last value.
-PROGRESS_TTL_SECONDS = 7 * 24 * 3600
-MESSAGE_LIMIT = 2000
-#: Wall-clock and CPU allowance of one poster extraction (one frame, however large).
-POSTER_SECONDS = 120
-
-#: FFmpeg stderr that means "these bytes are broken", not "this machine had a bad moment".
-_MEDIA_ERROR_MARKERS = (
-    "invalid data found", "error while decoding", "corrupt", "moov atom not found", "invalid nal",
-    "error reading header", "could not find codec parameters", "output file is empty",
-    "decoding error", "no frame!", "not found for input stream", "unsupported codec",
-)
-_TRANSIENT_MARKERS = ("no space left", "input/output error", "stale file handle", "cannot allocate memory")
-
-
-def job_timeout_for(duration_seconds: float) -> int:
-    """The RQ ``job_timeout`` for a source of this duration; the job enforces the same budget itself."""
-    return int(TIMEOUT_BASE_SECONDS + TIMEOUT_PER_SOURCE_SECOND * max(0.0, duration_seconds))
-
-
-class ProgressPublisher:
-    """Writes ``progress``/``updated`` into the job's hash and announces each change on its channel.
-
-    Best effort: a Redis blip must not fail an hour-long encode, so errors are logged and dropped.
-    """
-
-    def __init__(self, connection: redis.Redis | None, job_id: str) -> None:
-        self.connection = connection
-        self.key = progress_key(job_id)
-        self.channel = progress_channel(job_id)
-        self.last: int = -1
-
-    def publish(self, percent: int) -> None:
-        if percent <= self.last or self.connection is None:
-            return
-        self.last = percent
-        try:
-            with self.connection.pipeline() as pipe:
-                pipe.hset(self.key, mapping={"progress": percent, "updated": int(time.time())})
-                pipe.expire(self.key, PROGRESS_TTL_SECONDS)
-                pipe.publish(self.channel, str(percent))
-                pipe.execute()
-        except redis.RedisError as exc:
-            log.warning("could not publish progress %s for %s: %s", percent, self.key, exc)
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into an exception while FFmpeg runs, so cancellation unwinds through the
-    cleanup code instead of killing the process with the temporary output still on disk."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise TranscodeCancelledError("transcode cancelled (SIGTERM)")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _trim(lines: list[str]) -> str:
-    text = "\n".join(lines).strip()
-    return text[-MESSAGE_LIMIT:] if len(text) > MESSAGE_LIMIT else text
-
-
-def _classify_failure(outcome: RunOutcome, label: str, limits: ChildLimits) -> Exception:
-    returncode, stderr_tail = outcome.returncode, outcome.stderr_tail
-    exceeded = exceeded_limit(limits, returncode, outcome.cpu_seconds, outcome.out_of_memory)
-    if exceeded:
-        return InvalidMediaError(f"{label} could not be transcoded: {exceeded}")
-    tail = _trim(stderr_tail) or "(no error output)"
-    lowered = tail.lower()
-    if returncode < 0:
-        return TransientTranscodeError(f"ffmpeg was killed by signal {-returncode}; last output:\n{tail}")
-    if any(m in lowered for m in _TRANSIENT_MARKERS):
-        return TransientTranscodeError(f"ffmpeg failed (exit {returncode}); last output:\n{tail}")
-    if any(m in lowered for m in _MEDIA_ERROR_MARKERS):
-        return InvalidMediaError(f"{label} could not be decoded: {tail}")
-    return TransientTranscodeError(f"ffmpeg failed (exit {returncode}); last output:\n{tail}")
-
-
-@dataclass(frozen=True)
-class _Measured:
-    rendition: ladder.Rendition
-    playlist: master_playlist.MediaPlaylist
-    codecs: str
-
-
-def _measure(partial: Path, r: ladder.Rendition, has_audio: bool, label: str) -> _Measured:
-    path = partial / r.name / command.MEDIA_PLAYLIST
-    if not path.is_file():
-        raise TransientTranscodeError(f"ffmpeg exited without writing {r.name}/{command.MEDIA_PLAYLIST}")
-    playlist = master_playlist.read_media_playlist(path)
-    if not playlist.segments:
-        raise InvalidMediaError(f"{label} has no decodable video frames")
-    profile_idc, flags, level_idc = sps.segment_sps(path.parent / playlist.segments[0].uri)
-    codecs = master_playlist.h264_codec_string(profile_idc, flags, level_idc)
-    if has_audio:
-        codecs += "," + master_playlist.AAC_LC
-    return _Measured(r, playlist, codecs)
-
-
-def _make_poster(source: Path, target: Path, top: ladder.Rendition, duration: float, limits: ChildLimits,
-                 label: str, threads: int | None) -> None:
-    """Try a frame a little way in, then the very first one (a seek can land past a short stream)."""
-    limits = ChildLimits(limits.memory_bytes, POSTER_SECONDS, limits.file_size_bytes)
-    for at in dict.fromkeys((command.poster_time(duration), 0.0)):
-        argv = command.build_poster_command(source, target, top.width, top.height, at, threads)
-        outcome = run_streaming(argv, lambda _line: None, timeout_seconds=POSTER_SECONDS, limits=limits)
-        if outcome.returncode == 0 and target.is_file() and target.stat().st_size > 0:
-            return
-        exceeded = exceeded_limit(limits, outcome.returncode, outcome.cpu_seconds, outcome.out_of_memory)
-        if exceeded:
-            raise InvalidMediaError(f"{label} has no usable poster frame: {exceeded}")
-    raise TransientTranscodeError(f"could not extract a poster frame: {_trim(outcome.stderr_tail)}")
-
-
-def _failed(req: TranscodeRequest, message: str) -> TranscodeResult:
-    return TranscodeResult(status="failed", video_id=req.video_id, reason=REASON_INVALID_MEDIA, message=message)
 
 
 def run_transcode(
@@ -206,8 +70,6 @@ def run_transcode(
     limits = limits if limits is not None else MediaLimits.from_env()
     if req.kind != KIND_WHOLE:
         # One piece of a chunked video (a chunk, the audio, the stitch): vidup_transcoder.chunked.
-        from vidup_transcoder import chunked  # imported here: chunked builds on this module
-
         return chunked.run_piece(req, blobs if blobs is not None else FileBlobs(storage_dir), storage_dir, job_id,
                                  ProgressPublisher(connection, job_id), timeout_seconds, preset, clock, limits,
                                  {} if stats is None else stats)
@@ -220,7 +82,7 @@ def run_transcode(
         return _transcode(req, store, job_id, label, publisher, timeout_seconds, preset, clock, limits,
                           {} if stats is None else stats)
     except InvalidMediaError as exc:
-        return _failed(req, str(exc))
+        return failed_result(req, str(exc))
     finally:
         store.discard(req.output_path, job_id)
 
@@ -265,22 +127,22 @@ def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id:
             publisher.publish(min(percent, 99))  # 100 means "package in place", not "ffmpeg done"
 
     encode_started = time.monotonic()
-    with _sigterm_raises():
+    with sigterm_raises():
         outcome = run_streaming(command.build_ffmpeg_command(plan), on_line, timeout_seconds=budget,
                                 limits=child_limits)
     stats.update(encode_seconds=time.monotonic() - encode_started, peak_memory_bytes=outcome.peak_memory_bytes)
     if outcome.timed_out:
         raise TranscodeTimeoutError(
             f"transcode exceeded its {budget:.0f}s budget for {facts.duration_seconds:.1f}s of video; "
-            f"last output:\n{_trim(outcome.stderr_tail)}"
+            f"last output:\n{trim(outcome.stderr_tail)}"
         )
     if outcome.returncode != 0 or outcome.out_of_memory:
-        raise _classify_failure(outcome, label, child_limits)
+        raise classify_failure(outcome, label, child_limits)
     guard.check(force=True)
 
-    measured = [_measure(partial, r, facts.has_audio, label) for r in renditions]
+    measured = [measure(partial, r, facts.has_audio, label) for r in renditions]
     admission.check_complete(measured[0].playlist.duration, facts.duration_seconds, label)
-    _make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits, label,
+    make_poster(source, partial / command.POSTER, renditions[0], facts.duration_seconds, child_limits, label,
                  plan.threads)
     guard.check(force=True)
     remaining = budget - (clock() - started)

@@ -11,10 +11,11 @@ const WORKER_URL = typeof __HLS_WORKER__ === 'string' && __HLS_WORKER__
 
 let hlsModule = null;
 
-/** hls.js (light build: no subtitles/alt audio/DRM, which vidup's output doesn't use) is a
- * separate chunk, loaded when the browser is idle after sign-in or on the first Play. */
+/** hls.js (the full build: a chunked video's sound is an EXT-X-MEDIA audio rendition, which the
+ * light build cannot play) is a separate chunk, loaded when the browser is idle after sign-in or
+ * on the first Play. */
 export function loadHls() {
-  hlsModule ??= import('hls.js/light').then((m) => m.default).catch((err) => {
+  hlsModule ??= import('hls.js').then((m) => m.default).catch((err) => {
     hlsModule = null;
     throw err;
   });
