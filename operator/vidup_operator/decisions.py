@@ -9,7 +9,10 @@ restart, a duplicate event or a lost Redis never enqueues twice or loses a video
   each run once, known by its start time (a run that only looked lost for a moment is not new);
 * a raised (transient) failure is retried with exponential backoff until ``max_attempts`` runs;
 * a returned ``failed`` result is a permanent media error: Failed at once;
-* a job that says it runs but whose worker is gone, or a job Redis forgot, is enqueued again.
+* a job that says it runs but whose worker is gone, or a job Redis forgot, is enqueued again;
+* a long video's job answers ``chunked``: from then on ``status.chunks`` says the video is in
+  pieces, and the chunked stage (at the end of this module, over :mod:`vidup_operator.chunked`)
+  follows the pieces, then the stitch, instead of the job.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from vidup.transcode_jobs import (
     KIND_CHUNK,
     KIND_STITCH,
     REASON_INVALID_MEDIA,
+    TranscodeResult,
     backoff_intervals,
     job_id_for,
 )
@@ -413,7 +417,7 @@ def _piece_command(job_id: str, piece: str, media_seconds: float, chunk_seconds:
     return PieceCommand(chunking.piece_job_id(job_id, piece), piece, kind, media_seconds, chunk_seconds, index)
 
 
-def _start_chunks(obs: Observation, job_id: str, result: Any, attempts: int) -> Decision:
+def _start_chunks(obs: Observation, job_id: str, result: TranscodeResult, attempts: int) -> Decision:
     """The ``whole`` job probed a long source and split nothing yet: plan, record, enqueue every piece.
 
     The plan is the operator's own (VIDUP_CHUNK_SECONDS now, the probed duration), written into
@@ -443,6 +447,7 @@ def _decide_chunked(obs: Observation, job_id: str, attempts: int, policy: Policy
     media = float(source.get("durationSeconds") or 0.0)
     names = chunking.pieces(total, bool(source.get("hasAudio")))
     plan = chunking.plan_chunks(media, obs.segment_seconds, seconds)
+
     def look(pieces: list[str], failures: Mapping[str, int]) -> chunked.Survey:
         return chunked.survey(pieces, obs.pieces, obs.markers, failures, policy.max_attempts, policy.delay_after,
                               obs.now)
