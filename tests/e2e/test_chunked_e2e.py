@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from vidup import chunking
 from vidup.localstack.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))
-from operator_support import World, wait_for
+from operator_support import World, open_world, unique, wait_for
 
 #: RQ's line as a worker starts a piece (the job's description, then its id; not "Job OK (id)").
 DEQUEUED = re.compile(r": transcode \S+(?: chunk \d+| audio| stitch) \((vt-[0-9a-f-]+-g\d+_[a-z0-9]+)\)")
@@ -33,15 +32,7 @@ CHUNK_ENV = {"VIDUP_CHUNK_SECONDS": "4", "VIDUP_CHUNK_MIN_CHUNKS": "3"}
 
 @pytest.fixture
 def world(kube: Stack, tmp_path: Path) -> Iterator[World]:
-    w = World(kube, tmp_path / "world", extra_env=dict(CHUNK_ENV)).start()
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    yield from open_world(kube, tmp_path / "world", **CHUNK_ENV)
 
 
 def piece_job(world: World, status: dict[str, Any], piece: str) -> Job:

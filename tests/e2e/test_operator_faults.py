@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,21 +16,13 @@ from rq.job import Job
 from vidup.localstack.stack import Stack
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "operator"))
-from operator_support import World, wait_for
+from operator_support import World, open_world, unique, wait_for
 
 
 @pytest.fixture
 def world(kube: Stack, tmp_path: Path) -> Iterator[World]:
     """A fresh namespace, Redis and queue per test: each fault test starts its own processes."""
-    w = World(kube, tmp_path / "world").start()
-    try:
-        yield w
-    finally:
-        w.stop()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+    yield from open_world(kube, tmp_path / "world")
 
 
 def runs_of(world: World, job_id: str) -> int:

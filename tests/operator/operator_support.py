@@ -212,3 +212,18 @@ class World:
         os.killpg(process.pid, signal.SIGKILL)
         assert process.popen is not None
         process.popen.wait(timeout=10)
+
+
+def open_world(stack: Stack, run_dir: Path, **env: str) -> Iterator[World]:
+    """A fixture's body: a fresh namespace, Redis and queue (with ``env`` for every process it
+    starts), stopped with everything it started."""
+    world = World(stack, run_dir, extra_env=dict(env)).start()
+    try:
+        yield world
+    finally:
+        world.stop()
+
+
+def unique(prefix: str) -> str:
+    """A resource name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -7,13 +7,11 @@ from fractions import Fraction
 import pytest
 
 from vidup_transcoder.chunk_command import chunk_frames
-from vidup_transcoder.master_playlist import Segment, Variant, parse_media_playlist
+from vidup_transcoder.master_playlist import AudioRendition, Segment, Variant, parse_media_playlist, render_master
 from vidup_transcoder.stitch import (
-    AudioRendition,
     PieceMarker,
     PieceRendition,
     concatenate,
-    render_master,
     render_media_playlist,
     target_duration,
 )

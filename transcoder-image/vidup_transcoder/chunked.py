@@ -42,7 +42,6 @@ from vidup.transcode_jobs import (
     KIND_AUDIO,
     KIND_CHUNK,
     KIND_STITCH,
-    RenditionResult,
     TranscodeRequest,
     TranscodeResult,
 )
@@ -372,34 +371,11 @@ class _Run:
             raise TranscodeTimeoutError(f"stitch exceeded its {budget:.0f}s budget")
 
         frame_rate = float(command.output_frame_rate(facts.frame_rate_fraction))
-        variants = [
-            master_playlist.Variant(
-                uri=f"{m.rendition.name}/{command.MEDIA_PLAYLIST}",
-                bandwidth=master_playlist.peak_bandwidth(m.playlist.segments, m.playlist.target_duration) + audio_peak,
-                average_bandwidth=master_playlist.average_bandwidth(m.playlist.segments) + audio_average,
-                width=m.rendition.width, height=m.rendition.height, codecs=m.codecs, frame_rate=frame_rate,
-            )
-            for m in measured
-        ]
-        audio_group = (stitch.AudioRendition(f"{chunk_command.AUDIO_DIR}/{command.MEDIA_PLAYLIST}")
+        variants = encoding.variants(measured, frame_rate, audio_peak, audio_average)
+        audio_group = (master_playlist.AudioRendition(f"{chunk_command.AUDIO_DIR}/{command.MEDIA_PLAYLIST}")
                        if facts.has_audio else None)
         master_playlist.write_atomically(partial / storage_layout.MASTER_PLAYLIST,
-                                         stitch.render_master(variants, audio_group))
-        self.store.publish(partial, req.output_path)  # run_piece then deletes the parts
+                                         master_playlist.render_master(variants, audio_group))
+        self.store.publish(partial, req.output_path)  # the parts stay for the operator (module docstring)
         self.publisher.publish(100)
-        return TranscodeResult(
-            status="completed",
-            video_id=req.video_id,
-            output_path=req.output_path,
-            master_playlist=f"{req.output_path}/{storage_layout.MASTER_PLAYLIST}",
-            poster=f"{req.output_path}/{command.POSTER}",
-            duration_seconds=round(measured[0].playlist.duration, 3),
-            source=facts.facts(),
-            renditions=[
-                RenditionResult(
-                    name=m.rendition.name, width=v.width, height=v.height, bandwidth=v.bandwidth,
-                    average_bandwidth=v.average_bandwidth, codecs=v.codecs, playlist=v.uri,
-                )
-                for v, m in zip(variants, measured, strict=True)
-            ],
-        )
+        return encoding.completed_result(req, facts.facts(), measured, variants)

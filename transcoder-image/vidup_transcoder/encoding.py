@@ -20,7 +20,16 @@ from types import FrameType
 
 import redis
 
-from vidup.transcode_jobs import REASON_INVALID_MEDIA, TranscodeRequest, TranscodeResult, progress_channel, progress_key
+from vidup.storage import layout as storage_layout
+from vidup.transcode_jobs import (
+    REASON_INVALID_MEDIA,
+    RenditionResult,
+    SourceFacts,
+    TranscodeRequest,
+    TranscodeResult,
+    progress_channel,
+    progress_key,
+)
 from vidup_transcoder import command, ladder, master_playlist, sps
 from vidup_transcoder.errors import InvalidMediaError, TranscodeCancelledError, TransientTranscodeError
 from vidup_transcoder.rlimits import ChildLimits, exceeded_limit
@@ -155,3 +164,39 @@ def make_poster(source: Path, target: Path, top: ladder.Rendition, duration: flo
 
 def failed_result(req: TranscodeRequest, message: str) -> TranscodeResult:
     return TranscodeResult(status="failed", video_id=req.video_id, reason=REASON_INVALID_MEDIA, message=message)
+
+
+def variants(measured: list[Measured], frame_rate: float, audio_peak: int = 0,
+             audio_average: int = 0) -> list[master_playlist.Variant]:
+    """The master's variants from the measured renditions; a separate audio rendition's peak and
+    average rates (a chunked video's) are added to each, since a player streams both."""
+    return [
+        master_playlist.Variant(
+            uri=f"{m.rendition.name}/{command.MEDIA_PLAYLIST}",
+            bandwidth=master_playlist.peak_bandwidth(m.playlist.segments, m.playlist.target_duration) + audio_peak,
+            average_bandwidth=master_playlist.average_bandwidth(m.playlist.segments) + audio_average,
+            width=m.rendition.width, height=m.rendition.height, codecs=m.codecs, frame_rate=frame_rate,
+        )
+        for m in measured
+    ]
+
+
+def completed_result(req: TranscodeRequest, facts: SourceFacts, measured: list[Measured],
+                     variants: list[master_playlist.Variant]) -> TranscodeResult:
+    """The result of a published package (the single job's, or the stitch's)."""
+    return TranscodeResult(
+        status="completed",
+        video_id=req.video_id,
+        output_path=req.output_path,
+        master_playlist=f"{req.output_path}/{storage_layout.MASTER_PLAYLIST}",
+        poster=f"{req.output_path}/{command.POSTER}",
+        duration_seconds=round(measured[0].playlist.duration, 3),
+        source=facts,
+        renditions=[
+            RenditionResult(
+                name=m.rendition.name, width=v.width, height=v.height, bandwidth=v.bandwidth,
+                average_bandwidth=v.average_bandwidth, codecs=v.codecs, playlist=v.uri,
+            )
+            for v, m in zip(variants, measured, strict=True)
+        ],
+    )

@@ -23,8 +23,18 @@ from vidup import chunking
 from vidup.settings import Settings
 from vidup.storage import Blobs, FileBlobs, open_blobs
 from vidup.storage import layout as storage_layout
-from vidup.transcode_jobs import KIND_WHOLE, RenditionResult, TranscodeRequest, TranscodeResult
-from vidup_transcoder import admission, chunked, command, ladder, master_playlist, metrics, package_store, probe
+from vidup.transcode_jobs import KIND_WHOLE, TranscodeRequest, TranscodeResult
+from vidup_transcoder import (
+    admission,
+    chunked,
+    command,
+    encoding,
+    ladder,
+    master_playlist,
+    metrics,
+    package_store,
+    probe,
+)
 from vidup_transcoder.encoding import (
     ProgressPublisher,
     classify_failure,
@@ -149,16 +159,7 @@ def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id:
     if remaining <= 0:
         raise TranscodeTimeoutError(f"transcode exceeded its {budget:.0f}s budget")
 
-    frame_rate = float(plan.frame_rate)
-    variants = [
-        master_playlist.Variant(
-            uri=f"{m.rendition.name}/{command.MEDIA_PLAYLIST}",
-            bandwidth=master_playlist.peak_bandwidth(m.playlist.segments, m.playlist.target_duration),
-            average_bandwidth=master_playlist.average_bandwidth(m.playlist.segments),
-            width=m.rendition.width, height=m.rendition.height, codecs=m.codecs, frame_rate=frame_rate,
-        )
-        for m in measured
-    ]
+    variants = encoding.variants(measured, float(plan.frame_rate))
     # The master is the "ready" marker for players: written last, atomically (published last).
     master_playlist.write_atomically(
         partial / storage_layout.MASTER_PLAYLIST, master_playlist.render_master(variants)
@@ -166,22 +167,7 @@ def _transcode(req: TranscodeRequest, store: package_store.PackageStore, job_id:
     store.publish(partial, req.output_path)
 
     publisher.publish(100)
-    return TranscodeResult(
-        status="completed",
-        video_id=req.video_id,
-        output_path=req.output_path,
-        master_playlist=f"{req.output_path}/{storage_layout.MASTER_PLAYLIST}",
-        poster=f"{req.output_path}/{command.POSTER}",
-        duration_seconds=round(measured[0].playlist.duration, 3),
-        source=facts.facts(),
-        renditions=[
-            RenditionResult(
-                name=v_m.rendition.name, width=v.width, height=v.height, bandwidth=v.bandwidth,
-                average_bandwidth=v.average_bandwidth, codecs=v.codecs, playlist=v.uri,
-            )
-            for v, v_m in zip(variants, measured, strict=True)
-        ],
-    )
+    return encoding.completed_result(req, facts.facts(), measured, variants)
 
 
 def transcode(request: dict[str, Any]) -> dict[str, Any]:

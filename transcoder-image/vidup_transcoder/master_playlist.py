@@ -107,13 +107,35 @@ class Variant:
     frame_rate: float
 
 
-def render_master(variants: Sequence[Variant]) -> str:
-    """The master playlist text; segments all start with an IDR frame, hence INDEPENDENT-SEGMENTS."""
+AUDIO_GROUP = "aud"
+
+
+@dataclass(frozen=True)
+class AudioRendition:
+    """A separate audio rendition (a chunked video's sound, encoded once): every variant names its
+    group, and their CODECS and BANDWIDTH must already count it."""
+
+    uri: str
+    channels: int = 2
+    name: str = "Audio"
+    group: str = AUDIO_GROUP
+
+
+def render_master(variants: Sequence[Variant], audio: AudioRendition | None = None) -> str:
+    """The master playlist text; segments all start with an IDR frame, hence INDEPENDENT-SEGMENTS.
+    With ``audio``, the ``EXT-X-MEDIA`` audio group every variant names."""
     lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
+    group = ""
+    if audio is not None:
+        lines.append(
+            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{audio.group}",NAME="{audio.name}",DEFAULT=YES,AUTOSELECT=YES,'
+            f'CHANNELS="{audio.channels}",URI="{audio.uri}"'
+        )
+        group = f',AUDIO="{audio.group}"'
     for v in variants:
         lines.append(
             f"#EXT-X-STREAM-INF:BANDWIDTH={v.bandwidth},AVERAGE-BANDWIDTH={v.average_bandwidth},"
-            f'RESOLUTION={v.width}x{v.height},FRAME-RATE={v.frame_rate:.3f},CODECS="{v.codecs}"'
+            f'RESOLUTION={v.width}x{v.height},FRAME-RATE={v.frame_rate:.3f},CODECS="{v.codecs}"{group}'
         )
         lines.append(v.uri)
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
-"""Pure pieces of the stitch: the done markers' content, the concatenated media playlists, the master
-with an audio rendition group.
+"""Pure pieces of the stitch: the done markers' content and the concatenated media playlists (the
+master, with its audio rendition group, is :func:`vidup_transcoder.master_playlist.render_master`).
 
 A chunked video's pieces each leave a done marker (:data:`vidup.chunking.DONE_MARKER`) listing what
 they made: per rendition, the segments with their durations and sizes. The stitch concatenates the
@@ -15,11 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vidup_transcoder.master_playlist import Segment, Variant
+from vidup_transcoder.master_playlist import Segment
 
 MARKER_VERSION = 1
-AUDIO_GROUP = "aud"
-AUDIO_NAME = "Audio"
 
 
 @dataclass(frozen=True)
@@ -108,33 +106,4 @@ def render_media_playlist(segments: Sequence[Segment]) -> str:
     for seg in segments:
         lines += [f"#EXTINF:{seg.duration:.6f},", seg.uri]
     lines.append("#EXT-X-ENDLIST")
-    return "\n".join(lines) + "\n"
-
-
-@dataclass(frozen=True)
-class AudioRendition:
-    uri: str
-    channels: int = 2
-    name: str = AUDIO_NAME
-    group: str = AUDIO_GROUP
-
-
-def render_master(variants: Sequence[Variant], audio: AudioRendition | None) -> str:
-    """The master: :func:`vidup_transcoder.master_playlist.render_master`'s variants, plus, with
-    ``audio``, the audio rendition group that every variant names (its CODECS and BANDWIDTH must
-    already count the audio)."""
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-INDEPENDENT-SEGMENTS"]
-    group = ""
-    if audio is not None:
-        lines.append(
-            f'#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="{audio.group}",NAME="{audio.name}",DEFAULT=YES,AUTOSELECT=YES,'
-            f'CHANNELS="{audio.channels}",URI="{audio.uri}"'
-        )
-        group = f',AUDIO="{audio.group}"'
-    for v in variants:
-        lines.append(
-            f"#EXT-X-STREAM-INF:BANDWIDTH={v.bandwidth},AVERAGE-BANDWIDTH={v.average_bandwidth},"
-            f'RESOLUTION={v.width}x{v.height},FRAME-RATE={v.frame_rate:.3f},CODECS="{v.codecs}"{group}'
-        )
-        lines.append(v.uri)
     return "\n".join(lines) + "\n"
