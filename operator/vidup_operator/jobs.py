@@ -223,15 +223,28 @@ def _description(request: TranscodeRequest) -> str:
 
 
 def _delete(job: Job) -> None:
-    """``Job.delete``, also for a run whose worker died: RQ lists the job's executions and raises
-    ValueError for one whose record already expired (a SIGKILLed worker never removes it), which
-    used to fail the reconcile until Kopf's retry a minute later. The registry of such executions
-    is dropped first; records that still exist expire on their own TTL."""
+    """``Job.delete``, also for a run whose worker died, leaving nothing that names the job id.
+
+    RQ lists the job's executions and raises ValueError for one whose record already expired (a
+    SIGKILLed worker never removes it), which used to fail the reconcile until Kopf's retry a
+    minute later: the registry of such executions is dropped first (records that still exist
+    expire on their own TTL). RQ also removes from the StartedJobRegistry only the executions whose
+    record it can still read, so a dead run's entry stays; once its score has passed, every
+    worker's registry cleanup reads it as "this job id was abandoned", and by then the id names the
+    next run, which RQ fails while it runs (seen in CI: a worker pod force-deleted mid-transcode,
+    the retry failed as abandoned, two runs overlapped and the video Failed after three attempts).
+    Only dead runs are deleted here, so every entry of the id goes.
+    """
     try:
         job.delete(remove_from_queue=True)
     except ValueError:
         job.connection.delete(job.execution_registry.key)
         job.delete(remove_from_queue=True)
+    registry = StartedJobRegistry(job.origin, connection=job.connection)
+    entries: list[bytes] = list(job.connection.zrange(registry.key, 0, -1))  # type: ignore[arg-type]
+    members = [m for m in entries if _member_job_id(m) == job.id]
+    if members:
+        job.connection.zrem(registry.key, *members)
 
 
 def _member_job_id(member: Any) -> str:

@@ -30,6 +30,28 @@ def kubectl(cluster: Cluster, *args: str, stdin: str | None = None, check: bool 
     return done
 
 
+def release_pods(cluster: Cluster, namespace: str, release: str, component: str | None = None) -> list[dict[str, Any]]:
+    """The release's pods (of one component), minus those already being deleted."""
+    selector = f"app.kubernetes.io/instance={release}"
+    if component:
+        selector += f",app.kubernetes.io/component={component}"
+    items = json.loads(kubectl(cluster, "-n", namespace, "get", "pods", "-l", selector, "-o", "json").stdout)["items"]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def diagnosis(cluster: Cluster, namespace: str, release: str, tail: int = 80) -> str:
+    """Pods, deployments, videos, events and every release pod's last log lines: what a failed
+    install, upload or fault test needs to be read from CI output alone."""
+    parts = [kubectl(cluster, "-n", namespace, "get", "pods,deployments,pvc,videotranscodes", "-o", "wide",
+                     check=False).stdout,
+             kubectl(cluster, "-n", namespace, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout[-6000:]]
+    for pod in release_pods(cluster, namespace, release):
+        name = pod["metadata"]["name"]
+        log = kubectl(cluster, "-n", namespace, "logs", name, "--all-containers", f"--tail={tail}", check=False)
+        parts.append(f"--- {name}\n{log.stdout}{log.stderr}")
+    return "\n".join(parts)
+
+
 def apply(cluster: Cluster, *docs: dict[str, Any]) -> None:
     kubectl(cluster, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster_support import assert_hls_served, kubectl, wait_for
+from cluster_support import assert_hls_served, diagnosis, kubectl, release_pods, wait_for
 from playwright.sync_api import Browser, expect
 
 from vidup.localcluster.cluster import Cluster
@@ -66,9 +66,7 @@ def _json(cluster: Cluster, *args: str) -> Any:
 
 
 def pods(cluster: Cluster, component: str) -> list[dict[str, Any]]:
-    items = _json(cluster, "get", "pods", "-l",
-                  f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}")["items"]
-    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+    return release_pods(cluster, NS, RELEASE, component)
 
 
 def ready(pod: dict[str, Any]) -> bool:
@@ -247,7 +245,8 @@ def _completed_once(cluster: Cluster, name: str) -> None:
     wait_for(lambda: video_phase(cluster, name) in ("Completed", "Failed"), 900, f"{name} to finish", interval=1)
     status = _json(cluster, "get", "videotranscode", name).get("status", {})
     events = kubectl(cluster, "-n", NS, "get", "events", "--field-selector", f"involvedObject.name={name}").stdout
-    assert status.get("phase") == "Completed", (status, events)
+    why = {k: status.get(k) for k in ("phase", "attempts", "reason", "message")}
+    assert status.get("phase") == "Completed", f"{why}\n{events}\n{diagnosis(cluster, NS, RELEASE)}"
     files = outputs(cluster, name)
     assert files.count("master.m3u8") == 1, files
     playlists = [f for f in files if f.endswith(".m3u8") and f != "master.m3u8"]

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from cluster_support import apply, assert_hls_served, kubectl, wait_for
+from cluster_support import apply, assert_hls_served, diagnosis, kubectl, release_pods, wait_for
 from test_b_chart import CHART, helm, make_video, ready, serve_release
 
 from vidup.localcluster import hostnet
@@ -40,15 +40,8 @@ def _json(cluster: Cluster, *args: str) -> Any:
     return json.loads(kubectl(cluster, "-n", NS, *args, "-o", "json").stdout)
 
 
-def _live(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [i for i in items if not i["metadata"].get("deletionTimestamp")]
-
-
 def pods(cluster: Cluster, component: str | None = None) -> list[dict[str, Any]]:
-    selector = f"app.kubernetes.io/instance={RELEASE}"
-    if component:
-        selector += f",app.kubernetes.io/component={component}"
-    return _live(_json(cluster, "get", "pods", "-l", selector)["items"])
+    return release_pods(cluster, NS, RELEASE, component)
 
 
 def ingress_url(cluster: Cluster) -> str:
@@ -56,14 +49,7 @@ def ingress_url(cluster: Cluster) -> str:
 
 
 def _diagnosis(cluster: Cluster) -> str:
-    """Pods, events and the vidup pods' logs: what a failed install or upload needs to be read."""
-    parts = [kubectl(cluster, "-n", NS, "get", "pods,pvc,videotranscodes", "-o", "wide", check=False).stdout,
-             kubectl(cluster, "-n", NS, "get", "events", "--sort-by=.lastTimestamp", check=False).stdout[-4000:]]
-    for pod in pods(cluster):
-        name = pod["metadata"]["name"]
-        log = kubectl(cluster, "-n", NS, "logs", name, "--all-containers", "--tail=60", check=False)
-        parts.append(f"--- {name}\n{log.stdout}{log.stderr}")
-    return "\n".join(parts)
+    return diagnosis(cluster, NS, RELEASE, tail=60)
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +200,7 @@ def test_uninstall_leaves_nothing_of_the_release(
         found = kubectl(local_cluster, "-n", NS, "get", kind, name, "--ignore-not-found", "-o", "name").stdout
         assert found.strip() == "", f"{kind}/{name} is still there"
     wait_for(lambda: not pods(local_cluster), 180, "the release's pods to go")
-    wait_for(lambda: not _live(_json(local_cluster, "get", "pvc")["items"]), 180, "Redis's claim to go")
+    wait_for(lambda: not [c for c in _json(local_cluster, "get", "pvc")["items"]
+                             if not c["metadata"].get("deletionTimestamp")], 180, "Redis's claim to go")
     # The chart never empties the bucket (README, "Storage"): the source is still there.
     assert s3.blobs(prefix).size(f"uploads/{video['id']}") is not None

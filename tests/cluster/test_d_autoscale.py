@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cluster_support import kubectl, wait_for
+from cluster_support import diagnosis, kubectl, release_pods, wait_for
 from test_b_chart import CHART, helm, make_video, serve_release, upload
 
 from vidup.localcluster.cluster import Cluster
@@ -36,13 +36,8 @@ def _json(cluster: Cluster, *args: str) -> Any:
     return json.loads(kubectl(cluster, "-n", NS, *args, "-o", "json").stdout)
 
 
-def _live(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [i for i in items if not i["metadata"].get("deletionTimestamp")]
-
-
 def pods(cluster: Cluster, component: str) -> list[dict[str, Any]]:
-    selector = f"app.kubernetes.io/instance={RELEASE},app.kubernetes.io/component={component}"
-    return _live(_json(cluster, "get", "pods", "-l", selector)["items"])
+    return release_pods(cluster, NS, RELEASE, component)
 
 
 def replicas(cluster: Cluster) -> int:
@@ -50,11 +45,7 @@ def replicas(cluster: Cluster) -> int:
 
 
 def _diagnosis(cluster: Cluster) -> str:
-    parts = [kubectl(cluster, "-n", NS, "get", "pods,deployments,videotranscodes", "-o", "wide", check=False).stdout]
-    for pod in pods(cluster, "operator"):
-        log = kubectl(cluster, "-n", NS, "logs", pod["metadata"]["name"], "--tail=80", check=False)
-        parts.append(f"--- {pod['metadata']['name']}\n{log.stdout}{log.stderr}")
-    return "\n".join(parts)
+    return diagnosis(cluster, NS, RELEASE)
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,33 @@ def test_a_started_job_is_abandoned_when_its_heartbeat_expired(store: JobStore, 
     assert store.observe(job_id).state is JobState.WAITING
 
 
+def test_a_replaced_dead_run_leaves_nothing_for_rqs_cleanup_to_fail_the_next_run(
+    store: JobStore, conn: redis.Redis
+) -> None:
+    """RQ's ``Job.delete`` leaves a dead run's StartedJobRegistry entry when the execution record
+    expired (a SIGKILLed worker's does). Every worker's registry cleanup then reads that expired
+    entry as "this job id was abandoned", and by then the id names the *next* run: RQ failed it
+    while it ran, the operator requeued it again, two runs overlapped and the video Failed after
+    three attempts (seen in CI: a worker pod force-deleted mid-transcode)."""
+    job_id = f"vt-{uuid.uuid4()}-g1"
+    _mark_started(store, conn, job_id, -5, f"w-{uuid.uuid4().hex[:6]}")  # the force-deleted pod's run
+    assert store.observe(job_id).state is JobState.ABANDONED
+    assert store.enqueue(job_id, request(), replace=True) is True
+    registry = StartedJobRegistry(store.queue.name, connection=conn)
+    assert [m for m in conn.zrange(registry.key, 0, -1) if m.decode().startswith(job_id)] == []
+
+    worker = f"w-{uuid.uuid4().hex[:6]}"  # the retry starts on another worker
+    conn.hset(f"rq:worker:{worker}", mapping={"birth": "2020-01-01T00:00:00.000000Z"})
+    job = Job.fetch(job_id, connection=conn)
+    job.started_at, job.worker_name = datetime.now(UTC), worker
+    job.save()
+    job.set_status(JobStatus.STARTED)
+    conn.zadd(registry.key, {f"{job_id}:exec-{uuid.uuid4().hex[:6]}": time.time() + 30})
+    registry.cleanup()  # what every worker runs every few seconds
+    assert Job.fetch(job_id, connection=conn).get_status() == JobStatus.STARTED
+    assert store.observe(job_id).state is JobState.RUNNING
+
+
 def test_a_dead_run_whose_execution_record_expired_is_still_replaced(store: JobStore, conn: redis.Redis) -> None:
     """A SIGKILLed worker leaves its execution listed on the job while the record itself expires;
     RQ's ``Job.delete`` then raises ValueError, which used to fail the reconcile for a minute."""
