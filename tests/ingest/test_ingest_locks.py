@@ -38,3 +38,25 @@ def test_the_keeper_stops_a_holder_that_was_asked_to_or_lost_its_lock(redis_url:
     assert lost == [1] and second.lost
     locks.release(first)
     locks.release(second)
+
+
+def test_each_holder_learns_who_held_the_lock_before_it(redis_url: str) -> None:
+    """The fence a store trusts: the token of the hold before, swapped atomically with the lock,
+    so a process sees its own token only if nobody (another replica, the sweeper) held it since."""
+    here = _manager(redis_url)
+    elsewhere = LockManager(redis.Redis.from_url(redis_url), prefix=here.prefix, ttl=1.5, wait=1)
+    upload = "d" * 32
+    first = here.acquire(upload)
+    assert first.fence.previous == ""  # never held
+    here.release(first)
+    second = here.acquire(upload)
+    assert second.fence.previous == first.token
+    here.release(second)
+    other = elsewhere.acquire(upload)
+    assert other.fence.previous == second.token
+    elsewhere.release(other)
+    third = here.acquire(upload)
+    assert third.fence.previous == other.token != second.token
+    here.release(third)
+    here.redis.flushall()  # Redis lost its data: nobody can vouch for anything
+    assert here.acquire(upload).fence.previous == ""

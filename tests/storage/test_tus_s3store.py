@@ -26,7 +26,7 @@ from vidup.storage.s3 import make_client
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.tus.protocol import UploadInfo
 from vidup_ingest.tus.s3store import MIN_PART_SIZE, S3Storage
-from vidup_ingest.tus.storage import LocalStorage, Storage
+from vidup_ingest.tus.storage import Fence, LocalStorage, Storage
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -294,6 +294,50 @@ def test_s3_commits_cost_only_the_new_bytes(s3: Backend) -> None:
     append(store, info.id, rest, chunk=1 * MIB)
     finish(store, info.id)
     assert digest(s3.data(info.id)) == digest(b"".join(chunks) + rest)
+
+
+def test_s3_a_returning_holder_reads_nothing_and_any_other_hold_reads_again(s3: Backend) -> None:
+    """PATCH after PATCH under this process's own lock holds costs no GET of the info or the state;
+    a hold by anyone else in between (another replica here: a second store on the same bucket), or
+    no known previous holder, makes the next load read the bucket, and the bytes stay exact."""
+    store = s3.store
+    assert isinstance(store, S3Storage) and isinstance(s3.blobs, S3Blobs)
+    gets: list[str] = []
+    records = (".info", ".state")  # pending bytes are read back when they join a part, as ever
+    s3.blobs.client.meta.events.register(
+        "before-call.s3.GetObject",
+        lambda params, **_: gets.append(params["url_path"]) if params["url_path"].endswith(records) else None)
+
+    def patch(on: S3Storage, fence: Fence, data: bytes) -> int:
+        info = on.load(upload_id, fence)
+        assert info is not None
+        writer = on.open_writer(info, fence)
+        try:
+            writer.write(data)
+            writer.commit(info.offset + len(data), time.time() + 3600)
+        finally:
+            writer.close()
+        return info.offset
+
+    info = new_upload(store, 20 * MIB)
+    upload_id = info.id
+    chunks = [os.urandom(n) for n in (1 * MIB, 6 * MIB, 2 * MIB, 3 * MIB, 8 * MIB)]
+    assert patch(store, Fence("", "t1"), chunks[0]) == 0
+    assert len(gets) == 2  # info and state: nobody vouched for anything
+    gets.clear()
+    assert patch(store, Fence("t1", "t2"), chunks[1]) == 1 * MIB  # crosses a part: the mpu is recorded too
+    assert patch(store, Fence("t2", "t3"), chunks[2]) == 7 * MIB
+    assert gets == []
+    replica = S3Storage(s3.blobs, part_size=MIN_PART_SIZE)
+    assert patch(replica, Fence("t3", "r1"), chunks[3]) == 9 * MIB
+    gets.clear()
+    assert patch(store, Fence("r1", "t4"), chunks[4]) == 12 * MIB  # what the replica committed
+    assert len(gets) == 2
+    gets.clear()
+    loaded = store.load(upload_id, Fence("", "t5"))  # the record of holders was lost: read again
+    assert loaded is not None and loaded.offset == 20 * MIB and len(gets) == 2
+    finish(store, upload_id)
+    assert digest(s3.data(upload_id)) == digest(b"".join(chunks))
 
 
 def test_s3_storage_errors_are_os_errors(s3: Backend) -> None:

@@ -9,6 +9,12 @@ is dead (SIGKILL), the short TTL lets the newcomer in within ``ttl`` seconds.
 
 A holder only writes while its lock is fresh: the keeper stops refreshing a lock that was lost and
 tells the holder to stop too.
+
+**Who held it before.** Taking the lock also swaps the upload's *last holder* record for the new
+token, in the same script, and the holder learns the token it replaced
+(:class:`~vidup_ingest.tus.storage.Fence`). Everything that changes an upload holds its lock, so a
+process whose own token is still the last holder knows nobody touched the upload since it let go:
+the S3 store then skips re-reading what it already knows (two GETs per PATCH).
 """
 
 from __future__ import annotations
@@ -24,9 +30,22 @@ from dataclasses import dataclass, field
 import redis
 
 from vidup_ingest.errors import TusError
+from vidup_ingest.tus.storage import Fence
 
 log = logging.getLogger(__name__)
 
+#: How long the last-holder record outlives its lock: past it a returning holder re-reads the store.
+LAST_HOLDER_TTL_MS = 3_600_000
+
+#: SET the lock if free; then swap the last-holder record for the new token, returning the old one.
+_ACQUIRE = """
+if not redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return false
+end
+local previous = redis.call('get', KEYS[2]) or ''
+redis.call('set', KEYS[2], ARGV[1], 'PX', ARGV[3])
+return previous
+"""
 _REFRESH = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -52,6 +71,12 @@ class HeldLock:
     #: ``time.monotonic()`` just before the last SET/refresh of the key succeeded: until one TTL
     #: after it, nobody else can hold the lock.
     confirmed_at: float = 0.0
+    #: The token of the holder before this one ("" if unknown: never held, or Redis forgot it).
+    previous: str = ""
+
+    @property
+    def fence(self) -> Fence:
+        return Fence(previous=self.previous, token=self.token)
 
     def request_stop(self) -> None:
         if self.stop_requested.is_set():
@@ -77,11 +102,15 @@ class LockManager:
         self._mutex = threading.Lock()
         self._keeper: threading.Thread | None = None
         self._keeper_pid = 0
+        self._acquire = client.register_script(_ACQUIRE)
         self._refresh = client.register_script(_REFRESH)
         self._release = client.register_script(_RELEASE)
 
     def _key(self, upload_id: str) -> str:
         return f"{self.prefix}:lock:{upload_id}"
+
+    def _last_key(self, upload_id: str) -> str:
+        return f"{self.prefix}:last-holder:{upload_id}"
 
     def _stop_key(self, upload_id: str, token: str) -> str:
         return f"{self.prefix}:stop:{upload_id}:{token}"
@@ -95,8 +124,11 @@ class LockManager:
         asked: set[str] = set()
         while True:
             sent_at = time.monotonic()
-            if self.redis.set(key, token, nx=True, px=self.ttl_ms):
-                held = HeldLock(upload_id, key, token, on_stop, confirmed_at=sent_at)
+            previous = self._acquire(keys=[key, self._last_key(upload_id)],
+                                     args=[token, self.ttl_ms, LAST_HOLDER_TTL_MS])
+            if previous is not None:
+                previous = previous.decode() if isinstance(previous, bytes) else str(previous)
+                held = HeldLock(upload_id, key, token, on_stop, confirmed_at=sent_at, previous=previous)
                 self._register(held)
                 return held
             raw = self.redis.get(key)

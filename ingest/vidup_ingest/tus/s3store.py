@@ -24,6 +24,13 @@ commit: a part nobody committed (a crash, a failed checksum, a lost lock) is nev
 ETags come from our own record, never from ``ListParts``: stores (SeaweedFS) list every version of
 a re-uploaded part number.
 
+**What a PATCH reads.** Loading an unfinished upload costs two GETs (info and state). A process
+remembers both for the uploads it last held (:class:`_Known`), under the token of that hold, and
+trusts them only when the next hold's :class:`~vidup_ingest.tus.storage.Fence` shows that nobody
+took the lock in between (every change to an upload is made under its lock); any write it did not
+finish, any other change and any doubt forget them. A client sending PATCH after PATCH to one
+replica then costs a part and a state PUT per PATCH, as its bytes need, and nothing else.
+
 Pending objects are read back only when they become a part, never on resume, so each byte is
 uploaded once and downloaded at most once. Their count per upload is capped (they are merged into
 one when it is reached), which bounds the state's size against a client sending tiny PATCHes.
@@ -64,6 +71,7 @@ import json
 import logging
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -75,6 +83,7 @@ from vidup.storage.layout import UPLOADS, upload_relpath
 from vidup.storage.s3 import S3Blobs, error_code, not_found
 from vidup_ingest.tus.headers import is_upload_id
 from vidup_ingest.tus.protocol import UploadInfo
+from vidup_ingest.tus.storage import Fence
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -197,6 +206,49 @@ class _State:
         )
 
 
+class _Known:
+    """What this process knows of unfinished uploads: per upload, the info and state as they were
+    when a hold of its lock (named by its token) last read or wrote them; bounded, oldest dropped."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[str, tuple[str, UploadInfo, _State]] = OrderedDict()
+        self._mutex = threading.Lock()
+
+    def take(self, upload_id: str, fence: Fence) -> tuple[UploadInfo, _State] | None:
+        """The upload as the previous hold left it, if that hold was this process's (the entry
+        then belongs to the new hold); None otherwise."""
+        with self._mutex:
+            entry = self._entries.pop(upload_id, None)
+            if entry is None or not fence.previous or entry[0] != fence.previous:
+                return None
+            self._entries[upload_id] = (fence.token, entry[1], entry[2])
+            return entry[1], entry[2]
+
+    def remember(self, upload_id: str, token: str, info: UploadInfo, state: _State) -> None:
+        with self._mutex:
+            self._entries.pop(upload_id, None)
+            self._entries[upload_id] = (token, info, state)
+            while len(self._entries) > self.LIMIT:
+                self._entries.popitem(last=False)
+
+    def update(self, upload_id: str, token: str | None, state: _State) -> None:
+        """A hold wrote ``state``: keep it if the entry is that hold's, else forget the upload."""
+        with self._mutex:
+            entry = self._entries.get(upload_id)
+            if entry is None:
+                return
+            if token is None or entry[0] != token:
+                del self._entries[upload_id]
+            else:
+                self._entries[upload_id] = (token, entry[1], state)
+
+    def forget(self, upload_id: str) -> None:
+        with self._mutex:
+            self._entries.pop(upload_id, None)
+
+
 def _too_many_parts() -> OSError:
     return OSError(errno.EFBIG, f"the upload needs more than the store's {MAX_PARTS} parts")
 
@@ -217,6 +269,7 @@ class S3Storage:
         #: The state this thread's last ``load`` read: a PATCH loads its upload under the lock and
         #: opens its writer right after, so the writer need not GET the state a second time.
         self._recent = threading.local()
+        self._known = _Known()
 
     def part_sizes(self, length: int | None, preferred: int | None = None) -> tuple[int, int]:
         """(smallest part a commit uploads, part size) for an upload of ``length`` bytes (None:
@@ -321,28 +374,42 @@ class S3Storage:
     def create(self, info: UploadInfo) -> None:
         """The state, then the info: an upload exists once its info does. No multipart upload
         yet: one that never reaches 5 MiB needs none."""
+        self._known.forget(info.id)
         self._write_state(info.id, _State(offset=info.offset, expires_at=info.expires_at))
         self.save(info)
 
     @_s3_errors
-    def load(self, upload_id: str) -> UploadInfo | None:
-        """The info, with the committed offset and expiry of an unfinished upload's state."""
-        raw = self._get(self._info_key(upload_id))
-        if raw is None:
-            return None
-        info = UploadInfo.from_json(json.loads(raw))
-        if info.completed_at is not None or info.gone:
-            return info
-        state = self._read_state(upload_id)
+    def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None:
+        """The info, with the committed offset and expiry of an unfinished upload's state; under
+        the upload's lock (``fence``), from memory when this process held it last."""
+        known = self._known.take(upload_id, fence) if fence is not None else None
+        if known is not None:
+            info, state = known
+        else:
+            raw = self._get(self._info_key(upload_id))
+            if raw is None:
+                self._known.forget(upload_id)
+                return None
+            info = UploadInfo.from_json(json.loads(raw))
+            if info.completed_at is not None or info.gone:
+                self._known.forget(upload_id)
+                return info
+            read = self._read_state(upload_id)
+            self._recent.state = (upload_id, read)
+            if read is None:
+                self._known.forget(upload_id)
+                return info
+            state = read
+            if fence is not None:
+                self._known.remember(upload_id, fence.token, info, state)
         self._recent.state = (upload_id, state)
-        if state is None:
-            return info
         return info.with_(offset=state.offset, expires_at=state.expires_at)
 
     @_s3_errors
     def save(self, info: UploadInfo) -> None:
         """Write the info (one PUT is atomic). The info of a finished upload retires its state and
         pending objects: from then on the data object alone holds the bytes."""
+        self._known.forget(info.id)
         payload = json.dumps(info.to_json(), separators=(",", ":")).encode()
         self._put(self._info_key(info.id), payload)
         if info.completed_at is not None:
@@ -354,6 +421,7 @@ class S3Storage:
     def persist_data(self, upload_id: str) -> None:
         """Make ``uploads/<id>`` from the committed parts and pending bytes (before the upload is
         recorded as finished). Idempotent: a finished object of the committed size is done."""
+        self._known.forget(upload_id)
         state = self._read_state(upload_id)
         if state is None:
             return  # nothing pending: a concatenation's object, or an already retired state
@@ -390,7 +458,7 @@ class S3Storage:
             MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": p.etag} for p in parts]})
 
     @_s3_errors
-    def open_writer(self, info: UploadInfo) -> S3Writer:
+    def open_writer(self, info: UploadInfo, fence: Fence | None = None) -> S3Writer:
         recent = getattr(self._recent, "state", None)
         self._recent.state = None  # used once: any later writer reads the store again
         fresh = recent is not None and recent[0] == info.id and recent[1] is not None
@@ -399,12 +467,13 @@ class S3Storage:
             raise OSError(errno.ENOENT, f"upload {info.id} has no state (finished or discarded)")
         if state.offset != info.offset:
             raise OSError(errno.EIO, f"upload {info.id} committed {state.offset}, not {info.offset}")
-        return S3Writer(self, info.id, state, info.length)
+        return S3Writer(self, info.id, state, info.length, fence.token if fence is not None else None)
 
     @_s3_errors
     def truncate(self, info: UploadInfo) -> None:
         """Forget commits past ``info.offset``: restore the session's base (see the module
         docstring). Bytes that were never committed need nothing."""
+        self._known.forget(info.id)
         state = self._read_state(info.id)
         if state is None or state.offset <= info.offset:
             return
@@ -427,6 +496,7 @@ class S3Storage:
         (ranged GETs, flat memory) together with as much of their neighbours as a part needs.
         """
         key = self._data_key(final.id)
+        self._known.forget(final.id)
         self._abort(key, None)  # a concatenation a crash cut short
         sources = [(self._data_key(p.id), p.offset) for p in parts if p.offset > 0]
         out = _Assembler(self, key)
@@ -469,6 +539,7 @@ class S3Storage:
         self._discard(upload_id)
 
     def _discard(self, upload_id: str) -> None:
+        self._known.forget(upload_id)
         key = self._data_key(upload_id)
         state = self._read_state(upload_id)
         self._abort(key, state.mpu if state is not None else None)
@@ -496,8 +567,10 @@ class S3Writer:
     are read back only when they become part of a part.
     """
 
-    def __init__(self, store: S3Storage, upload_id: str, state: _State, length: int | None = None) -> None:
+    def __init__(self, store: S3Storage, upload_id: str, state: _State, length: int | None = None,
+                 token: str | None = None) -> None:
         self._store = store
+        self._token = token  # the lock hold this session runs under, for the store's memory
         self._commit_part_size, self._part_size = store.part_sizes(length)
         self._id = upload_id
         self._key = store._data_key(upload_id)
@@ -543,7 +616,7 @@ class S3Writer:
             # Recorded at once, so an abandoned session's multipart upload is still aborted by
             # delete/discard (the rest of the committed state is unchanged).
             self._committed = replace(self._committed, mpu=self._mpu)
-            store._write_state(self._id, self._committed)
+            self._record(self._committed)
         last = self._inflight[-1][0] if self._inflight else self._parts[-1].number if self._parts else 0
         number = last + 1
         if number > MAX_PARTS:
@@ -606,7 +679,7 @@ class S3Writer:
                     self._saved = self._buf.fill
             state = _State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
                            pending=self._cold + self._hot, base=self._base)
-            store._write_state(self._id, state)  # the commit point
+            self._record(state)  # the commit point
             stale = self._committed.keys() - state.keys()
             self._committed = state
             if stale:
@@ -615,6 +688,16 @@ class S3Writer:
             raise OSError(errno.EIO, f"S3 commit: {error_code(exc) or exc}") from exc
         except BotoCoreError as exc:
             raise OSError(errno.EIO, f"S3 commit: {exc}") from exc
+
+    def _record(self, state: _State) -> None:
+        """PUT the state, and keep the store's memory of the upload in step (forgotten if the
+        PUT's outcome is unknown)."""
+        try:
+            self._store._write_state(self._id, state)
+        except BaseException:
+            self._store._known.forget(self._id)
+            raise
+        self._store._known.update(self._id, self._token, state)
 
     def close(self) -> None:
         """Drop what was not committed (its parts, if any, are overwritten by the next session),

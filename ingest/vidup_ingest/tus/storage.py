@@ -35,6 +35,7 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -48,6 +49,17 @@ INFO_SUFFIX = ".info"
 OFFSET_SUFFIX = ".offset"
 #: The offset record: committed offset (u64) and the expiry time it set (f64), little-endian.
 _OFFSET_RECORD = struct.Struct("<Qd")
+
+
+@dataclass(frozen=True)
+class Fence:
+    """What the holder of an upload's lock knows of its lock's history: its own ``token`` and the
+    token of the holder before it (``previous``; "" when unknown). A store may trust what it
+    learnt under ``previous`` only if that was its own hold: nobody else can have changed the
+    upload in between (see vidup_ingest.tus.locks)."""
+
+    previous: str
+    token: str
 
 
 class UploadWriter(Protocol):
@@ -70,10 +82,10 @@ class FileWriter(Protocol):
 
 class Storage(Protocol):
     def create(self, info: UploadInfo) -> None: ...
-    def load(self, upload_id: str) -> UploadInfo | None: ...
+    def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None: ...
     def save(self, info: UploadInfo) -> None: ...
     def persist_data(self, upload_id: str) -> None: ...
-    def open_writer(self, info: UploadInfo) -> UploadWriter: ...
+    def open_writer(self, info: UploadInfo, fence: Fence | None = None) -> UploadWriter: ...
     def truncate(self, info: UploadInfo) -> None: ...
     def concatenate(self, final: UploadInfo, parts: list[UploadInfo]) -> None: ...
     def delete(self, upload_id: str) -> None: ...
@@ -174,7 +186,8 @@ class LocalStorage:
         os.close(fd)
         self.save(info)
 
-    def load(self, upload_id: str) -> UploadInfo | None:
+    def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None:
+        """The info with its committed offset; local reads are cheap, so ``fence`` is not used."""
         try:
             raw = self._info(upload_id).read_bytes()
         except FileNotFoundError:
@@ -239,7 +252,7 @@ class LocalStorage:
         finally:
             os.close(fd)
 
-    def open_writer(self, info: UploadInfo) -> LocalWriter:
+    def open_writer(self, info: UploadInfo, fence: Fence | None = None) -> LocalWriter:
         return LocalWriter(self._data(info.id), self._offset(info.id), info.offset, self.fsync)
 
     def truncate(self, info: UploadInfo) -> None:

@@ -23,7 +23,7 @@ from vidup_ingest.tus.headers import Checksum, Concat
 from vidup_ingest.tus.locks import HeldLock, LockManager
 from vidup_ingest.tus.metadata import parse_metadata, video_options
 from vidup_ingest.tus.protocol import PatchPlan, UploadInfo, check_creation_length, concat_final_id, plan_patch
-from vidup_ingest.tus.storage import Storage
+from vidup_ingest.tus.storage import Fence, Storage
 from vidup_ingest.tus.transfer import receive
 
 log = logging.getLogger(__name__)
@@ -72,9 +72,10 @@ class Uploads:
         finally:
             self.locks.release(held)
 
-    def get(self, upload_id: str, tenant: str) -> UploadInfo:
-        """The upload if it exists and belongs to ``tenant`` (404 / 403 / 410 otherwise)."""
-        info = self.storage.load(upload_id)
+    def get(self, upload_id: str, tenant: str, fence: Fence | None = None) -> UploadInfo:
+        """The upload if it exists and belongs to ``tenant`` (404 / 403 / 410 otherwise); under
+        its lock, pass the lock's ``fence`` so the store may skip re-reading what it knows."""
+        info = self.storage.load(upload_id, fence)
         if info is None:
             raise TusError(404, "no such upload")
         if info.tenant != tenant:
@@ -217,8 +218,8 @@ class Uploads:
 
     def head(self, upload_id: str, tenant: str) -> UploadInfo:
         self.check_owner(upload_id, tenant)
-        with self.locked(upload_id):  # a resuming client's HEAD stops a stale PATCH first
-            info = self.get(upload_id, tenant)
+        with self.locked(upload_id) as held:  # a resuming client's HEAD stops a stale PATCH first
+            info = self.get(upload_id, tenant, held.fence)
             return self.retry_handover(info)
 
     def patch(self, upload_id: str, tenant: str, *, offset: int, new_length: int | None,
@@ -232,7 +233,7 @@ class Uploads:
                 body.interrupt()
 
         with self.locked(upload_id, on_stop) as held:
-            info = self.get(upload_id, tenant)
+            info = self.get(upload_id, tenant, held.fence)
             plan = plan_patch(info, offset=offset, new_length=new_length,
                               content_length=body.content_length, max_size=self.max_size, now=time.time())
             with self.quotas.patching(info, plan, body.content_length,
@@ -242,7 +243,7 @@ class Uploads:
     def _append(self, info: UploadInfo, plan: PatchPlan, body: Body, held: HeldLock,
                 stop: threading.Event) -> PatchOutcome:
         original = info
-        writer = self.storage.open_writer(info)
+        writer = self.storage.open_writer(info, held.fence)
         current = [info.with_(length=plan.length)]
         if plan.length != info.length:  # a deferred length declared now: the info holds lengths
             self.storage.save(current[0])
