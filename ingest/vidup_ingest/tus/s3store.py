@@ -69,6 +69,7 @@ import functools
 import io
 import json
 import logging
+import mmap
 import secrets
 import threading
 from collections import OrderedDict
@@ -580,7 +581,7 @@ class S3Writer:
         self._cold = state.pending
         self._cold_size = sum(p.size for p in state.pending)
         self._hot: tuple[_Pending, ...] = ()
-        self._buf = _Buffer(self._part_size - self._cold_size)
+        self._buf = _Buffer(self._part_size - self._cold_size, self._part_size)
         self._saved = 0
         self._pos = state.offset
         self._base = _Base(state.offset, len(state.parts), state.pending)
@@ -607,6 +608,22 @@ class S3Writer:
             raise OSError(errno.EIO, f"S3 upload part: {error_code(exc) or exc}") from exc
         except BotoCoreError as exc:
             raise OSError(errno.EIO, f"S3 upload part: {exc}") from exc
+
+    def window(self, count: int) -> memoryview:
+        """Where up to ``count`` next bytes of the upload go (a body is read straight into the
+        part): at most what the current part still holds; ``wrote`` counts them."""
+        return self._buf.window(min(count, self._part_size - self._tail))
+
+    def wrote(self, count: int) -> None:
+        self._buf.advance(count)
+        self._pos += count
+        if self._tail >= self._part_size:
+            try:
+                self._upload_part()
+            except ClientError as exc:
+                raise OSError(errno.EIO, f"S3 upload part: {error_code(exc) or exc}") from exc
+            except BotoCoreError as exc:
+                raise OSError(errno.EIO, f"S3 upload part: {exc}") from exc
 
     def _upload_part(self) -> None:
         """Upload everything after the last part as the next part (not yet recorded)."""
@@ -641,13 +658,13 @@ class S3Writer:
         freeing its buffer. A failed upload raises here, as if it had been synchronous."""
         while len(self._inflight) > keep:
             number, upload, buf, size = self._inflight.pop(0)
-            # Freed, not kept: an upload that once pipelined must not hold extra parts for the rest
-            # of its life (32 concurrent uploads would each keep three).
-            buf.release()
             try:
                 etag = str(upload.result()["ETag"])
             finally:
                 _IN_FLIGHT_SLOTS.release()
+                # Back to the pool, not kept: an upload that once pipelined must not hold extra
+                # parts for the rest of its life (32 concurrent uploads would each keep three).
+                buf.release()
             self._parts.append(_Part(number, etag, size))
 
     def _drop_tail(self) -> None:
@@ -711,47 +728,91 @@ class S3Writer:
         self._buf.release()
 
 
+class _Maps:
+    """Part buffers as anonymous memory maps, kept for reuse.
+
+    Why maps: a map's pages become resident only as bytes are written into it (a trickle costs a
+    page), and a map leaves the process as soon as nothing uses it, whatever the allocator's
+    heuristics. Parts held as 256 KiB bytearray blocks freed into glibc's per-thread arenas, which
+    kept them: about 900 MiB at 32 concurrent uploads. Why reuse: a fresh page costs a fault on its
+    first write (on this project's VMs a host fault too; see bench/upload's ``warm_free_memory``),
+    and a long upload writes one part after another. ``IDLE`` maps per size wait here between uses.
+    """
+
+    IDLE = 4
+
+    def __init__(self) -> None:
+        self._idle: dict[int, list[mmap.mmap]] = {}
+        self._mutex = threading.Lock()
+
+    def take(self, size: int) -> mmap.mmap:
+        with self._mutex:
+            pool = self._idle.get(size)
+            if pool:
+                return pool.pop()
+        return mmap.mmap(-1, size)
+
+    def give(self, region: mmap.mmap) -> None:
+        """Back to the pool, or dropped: unmapped once the last view of it is gone (never closed
+        here, as a finished request may still hold a view)."""
+        with self._mutex:
+            pool = self._idle.setdefault(len(region), [])
+            if len(pool) < self.IDLE:
+                pool.append(region)
+
+
+_MAPS = _Maps()
+
+
 class _Buffer:
-    """Up to one part of bytes in fixed blocks, allocated as bytes arrive (a trickle costs one
-    block, a full part never copies itself to grow) and reused from part to part, so a long upload
-    allocates its buffer once rather than once per part."""
+    """Up to ``limit`` bytes (at most one part) in one map from the pool, taken at the first byte,
+    reused from part to part by its writer and given back by ``release``: never while a request
+    still reads it, which callers ensure by releasing only after the upload of its bytes ended."""
 
-    BLOCK = 256 << 10
-
-    def __init__(self, limit: int) -> None:
-        self.blocks: list[bytearray] = []
+    def __init__(self, limit: int, capacity: int = 0) -> None:
         self.fill = 0
         self.limit = limit
+        self.capacity = max(limit, capacity)
+        self._map: mmap.mmap | None = None
+
+    def _region(self) -> mmap.mmap:
+        if self._map is None:
+            self._map = _MAPS.take(self.capacity)
+        return self._map
+
+    def window(self, count: int) -> memoryview:
+        """Where the next ``count`` bytes (at most what fits) go; ``advance`` counts them."""
+        count = min(count, self.limit - self.fill)
+        return memoryview(self._region())[self.fill:self.fill + count]
+
+    def advance(self, count: int) -> None:
+        if self.fill + count > self.limit:
+            raise ValueError("a part buffer cannot hold more than one part")
+        self.fill += count
 
     def append(self, data: bytes | memoryview) -> None:
         if self.fill + len(data) > self.limit:
             raise ValueError("a part buffer cannot hold more than one part")
-        view = memoryview(data)
-        while view:
-            index, at = divmod(self.fill, self.BLOCK)
-            if index == len(self.blocks):
-                self.blocks.append(bytearray(self.BLOCK))
-            n = min(self.BLOCK - at, len(view))
-            self.blocks[index][at:at + n] = view[:n]
-            view = view[n:]
-            self.fill += n
+        self._region()[self.fill:self.fill + len(data)] = data
+        self.fill += len(data)
 
     def view(self, start: int = 0) -> list[memoryview]:
-        """The bytes from ``start`` to the end, as views of the blocks."""
-        views: list[memoryview] = []
-        for index, block in enumerate(self.blocks):
-            lo, hi = index * self.BLOCK, min(self.fill, (index + 1) * self.BLOCK)
-            if hi <= max(lo, start):
-                continue
-            views.append(memoryview(block)[max(lo, start) - lo:hi - lo])
-        return views
+        """The bytes from ``start`` to the end (one view, or none)."""
+        if self._map is None or self.fill <= start:
+            return []
+        return [memoryview(self._map)[start:self.fill]]
 
     def clear(self, limit: int) -> None:
         self.fill = 0
         self.limit = limit
+        if limit > self.capacity:
+            self.release()
+            self.capacity = limit
 
     def release(self) -> None:
-        self.blocks = []
+        if self._map is not None:
+            _MAPS.give(self._map)
+            self._map = None
         self.fill = 0
 
 
@@ -796,6 +857,25 @@ class _BodyStream(io.RawIOBase):
         base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
         self._pos = max(0, min(self._size, base + offset))
         return self._pos
+
+    def read(self, size: int | None = -1) -> bytes | memoryview:
+        """A view of the next bytes, at most ``size`` and within one chunk (a raw read may return
+        fewer): botocore hashes them and urllib3 sends them as they are, never copied here."""
+        if self._pos >= self._size:
+            return b""
+        if size is None or size < 0:
+            rest = bytearray(self._size - self._pos)
+            self.readinto(rest)
+            return bytes(rest)
+        skip = self._pos
+        for chunk in self._chunks:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            n = min(len(chunk) - skip, size)
+            self._pos += n
+            return chunk[skip:skip + n]
+        return b""
 
     def readinto(self, buffer: Any) -> int:
         out = memoryview(buffer).cast("B")
@@ -895,8 +975,10 @@ class _Assembler:
             self.buf.release()
             return
         self.flush()
+        self.buf.release()
         self.store._complete(self.key, self.mpu, self.parts)
 
     def abort(self) -> None:
+        self.buf.release()
         if self.mpu is not None:
             self.store._abort(self.key, self.mpu)

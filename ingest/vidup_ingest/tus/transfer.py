@@ -2,7 +2,8 @@
 
 The body is moved in ``read_size`` steps straight to the storage writer; nothing is held beyond
 one step. When both ends allow it (a socket body, a file writer) and no checksum needs the bytes,
-they go socket -> file inside the kernel (see bodyreader.py); otherwise through one buffer.
+they go socket -> file inside the kernel (see bodyreader.py); into the memory a lending writer
+offers (the S3 store's part buffer); otherwise through one buffer.
 Without a checksum, the offset is committed (recorded after the bytes are written, synced per the
 fsync policy) every ``commit_bytes`` so a crash or disconnect keeps what arrived. With a checksum
 nothing counts until the whole body is verified.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from vidup_ingest.tus.bodyreader import BodyReader, ClientGone, SplicingBody
 from vidup_ingest.tus.headers import Checksum
-from vidup_ingest.tus.storage import FileWriter, UploadWriter
+from vidup_ingest.tus.storage import FileWriter, LendingWriter, UploadWriter
 
 
 @dataclass
@@ -48,10 +49,11 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
     source = body if hasher is None and isinstance(body, SplicingBody) else None
     sink = writer if isinstance(writer, FileWriter) else None
     spliced = source is not None and sink is not None
+    lender = writer if not spliced and isinstance(writer, LendingWriter) else None
     # A buffered body starts with a small step and doubles it while steps fill fast: a fast client
     # soon moves read_size per step, while each of hundreds of trickling ones holds only 64 KiB.
-    step = read_size if spliced else min(read_size, FIRST_STEP_BYTES)
-    buf = memoryview(bytearray(1 if spliced else step))
+    step = read_size if spliced or lender else min(read_size, FIRST_STEP_BYTES)
+    buf = memoryview(bytearray(1 if spliced or lender else step))
     received = 0
     committed = 0
     ending = "eof"
@@ -62,6 +64,14 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
         want = min(step, max_bytes - received)
         if source is not None and sink is not None:
             filled, ending = _move(source, sink, want)
+        elif lender is not None:
+            window = lender.window(want)
+            filled, ending = _fill(body, window)
+            if filled:
+                if hasher is not None:
+                    hasher.update(window[:filled])
+                lender.wrote(filled)
+            want = len(window)  # the part's end: a short window is not the body's end
         else:
             started = time.monotonic()
             filled, ending = _fill(body, buf[:want])
