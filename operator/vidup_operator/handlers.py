@@ -9,6 +9,7 @@ from typing import Any
 
 import kopf
 
+from vidup import logs
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.transcode_jobs import job_id_for
 from vidup_operator import autoscaler, decisions, metrics
@@ -54,9 +55,11 @@ def _needs_work(body: kopf.Body, **_: Any) -> bool:
     cancellation_backoff=3.0, cancellation_timeout=10.0,
 )
 async def reconcile(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """One loop per resource that still has work; Kopf stops it once the resource is terminal."""
+    """One loop per resource that still has work; Kopf stops it once the resource is terminal.
+    Every line it logs (its threads' too: ``to_thread`` copies the context) names the video."""
     runtime: Runtime = memo["runtime"]
-    await Reconciler(runtime, body).run(stopped)
+    with logs.bound(video_id=str(body.metadata.name)):
+        await Reconciler(runtime, body).run(stopped)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL, id="metrics")

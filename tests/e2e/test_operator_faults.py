@@ -4,6 +4,7 @@ and two operator replicas of which the leader dies. Real API server, Redis, RQ w
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +38,7 @@ def one_package(world: World, name: str) -> None:
 
 
 def test_a_worker_killed_mid_transcode_still_ends_completed_with_one_set_of_outputs(world: World) -> None:
-    world.start_operator()
+    world.start_operator(env={"VIDUP_LOG_FORMAT": "json"})
     doomed = world.start_worker(1)
     name = unique("wkill")
     world.create(name, world.upload(name, seconds=30, size="1280x720"), renditions=(720, 480))
@@ -51,6 +52,11 @@ def test_a_worker_killed_mid_transcode_still_ends_completed_with_one_set_of_outp
     reasons = [e["reason"] for e in world.events(name)]
     assert "Requeued" in reasons, reasons
     assert Job.fetch(status["jobId"], connection=world.redis).worker_name == "worker-2"
+    # The operator's own lines about the video (here the requeue warning) carry its id, as Kopf's do.
+    lines = [json.loads(line) for line in (world.run_dir / "logs" / "operator-0.log").read_text().splitlines()]
+    about = [d for d in lines if d["logger"].startswith("vidup_operator") and name in d["message"]]
+    assert any("Requeued" in d["message"] for d in about), lines[-20:]
+    assert all(d.get("video_id") == name for d in about), about
 
 
 def test_an_operator_killed_mid_transcode_and_restarted_makes_no_second_job(world: World) -> None:

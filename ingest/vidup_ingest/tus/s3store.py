@@ -209,9 +209,12 @@ class _State:
 
 class _Known:
     """What this process knows of unfinished uploads: per upload, the info and state as they were
-    when a hold of its lock (named by its token) last read or wrote them; bounded, oldest dropped."""
+    when a hold of its lock (named by its token) last read or wrote them; bounded, oldest dropped.
 
-    LIMIT = 4096
+    Only uploads this process is serving gain from an entry, and a state lists every part (up to
+    10,000), so the bound is kept near the connections a process serves, not the uploads it saw."""
+
+    LIMIT = 512
 
     def __init__(self) -> None:
         self._entries: OrderedDict[str, tuple[str, UploadInfo, _State]] = OrderedDict()
