@@ -98,13 +98,8 @@ class JobStore:
         checks catch the common cases at once: its registration vanished, it registered its death,
         or a new worker with the same name was born after the job started.
         """
-        registry = StartedJobRegistry(self.queue.name, connection=self.connection)
         now_ts = now.timestamp()
-        entries: list[tuple[Any, float]] = list(self.connection.zrange(registry.key, 0, -1, withscores=True))  # type: ignore[arg-type]
-        live = [
-            score for member, score in entries
-            if _member_job_id(member) == job.id and (score < 0 or score > now_ts)
-        ]
+        live = [score for _, score in _started_entries(job) if score < 0 or score > now_ts]
         if not live:
             return True
         if not job.worker_name:
@@ -240,11 +235,16 @@ def _delete(job: Job) -> None:
     except ValueError:
         job.connection.delete(job.execution_registry.key)
         job.delete(remove_from_queue=True)
-    registry = StartedJobRegistry(job.origin, connection=job.connection)
-    entries: list[bytes] = list(job.connection.zrange(registry.key, 0, -1))  # type: ignore[arg-type]
-    members = [m for m in entries if _member_job_id(m) == job.id]
+    members = [member for member, _ in _started_entries(job)]
     if members:
-        job.connection.zrem(registry.key, *members)
+        job.connection.zrem(StartedJobRegistry(job.origin, connection=job.connection).key, *members)
+
+
+def _started_entries(job: Job) -> list[tuple[bytes, float]]:
+    """The job's StartedJobRegistry entries (``<job id>:<execution id>``) with their scores."""
+    registry = StartedJobRegistry(job.origin, connection=job.connection)
+    entries: list[tuple[bytes, float]] = list(job.connection.zrange(registry.key, 0, -1, withscores=True))  # type: ignore[arg-type]
+    return [(member, score) for member, score in entries if _member_job_id(member) == job.id]
 
 
 def _member_job_id(member: Any) -> str:

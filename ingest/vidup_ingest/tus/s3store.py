@@ -129,14 +129,21 @@ def _s3_errors(fn: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
+        with _as_os_error(name):
             return fn(*args, **kwargs)
-        except ClientError as exc:
-            raise OSError(errno.EIO, f"S3 {name}: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise OSError(errno.EIO, f"S3 {name}: {exc}") from exc
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _as_os_error(what: str) -> Iterator[None]:
+    """S3 failures inside the block as ``OSError`` (EIO) naming ``what`` (see ``_s3_errors``)."""
+    try:
+        yield
+    except ClientError as exc:
+        raise OSError(errno.EIO, f"S3 {what}: {error_code(exc) or exc}") from exc
+    except BotoCoreError as exc:
+        raise OSError(errno.EIO, f"S3 {what}: {exc}") from exc
 
 
 @dataclass(frozen=True)
@@ -599,7 +606,7 @@ class S3Writer:
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         part = self._part_size
-        try:
+        with _as_os_error("upload part"):
             while view:
                 take = min(part - self._tail, len(view))
                 self._buf.append(view[:take])
@@ -607,10 +614,6 @@ class S3Writer:
                 self._pos += take
                 if self._tail >= part:
                     self._upload_part()
-        except ClientError as exc:
-            raise OSError(errno.EIO, f"S3 upload part: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise OSError(errno.EIO, f"S3 upload part: {exc}") from exc
 
     def window(self, count: int) -> memoryview:
         """Where up to ``count`` next bytes of the upload go (a body is read straight into the
@@ -621,12 +624,8 @@ class S3Writer:
         self._buf.advance(count)
         self._pos += count
         if self._tail >= self._part_size:
-            try:
+            with _as_os_error("upload part"):
                 self._upload_part()
-            except ClientError as exc:
-                raise OSError(errno.EIO, f"S3 upload part: {error_code(exc) or exc}") from exc
-            except BotoCoreError as exc:
-                raise OSError(errno.EIO, f"S3 upload part: {exc}") from exc
 
     def _upload_part(self) -> None:
         """Upload everything after the last part as the next part (not yet recorded)."""
@@ -679,7 +678,7 @@ class S3Writer:
         if offset != self._pos:
             raise ValueError(f"commit of offset {offset}, but {self._pos} bytes are written")
         store = self._store
-        try:
+        with _as_os_error("commit"):
             self._settle(0)
             if self._tail >= self._commit_part_size:
                 self._upload_part()
@@ -704,10 +703,6 @@ class S3Writer:
             self._committed = state
             if stale:
                 store._delete_keys(stale)
-        except ClientError as exc:
-            raise OSError(errno.EIO, f"S3 commit: {error_code(exc) or exc}") from exc
-        except BotoCoreError as exc:
-            raise OSError(errno.EIO, f"S3 commit: {exc}") from exc
 
     def _record(self, state: _State) -> None:
         """PUT the state, and keep the store's memory of the upload in step (forgotten if the
