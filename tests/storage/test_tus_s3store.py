@@ -340,6 +340,42 @@ def test_s3_a_returning_holder_reads_nothing_and_any_other_hold_reads_again(s3: 
     assert digest(s3.data(upload_id)) == digest(b"".join(chunks))
 
 
+def test_s3_an_upload_in_one_patch_costs_its_parts_and_records_and_reads_nothing(s3: Backend) -> None:
+    """The requests of one upload as the protocol makes them (created under its lock, one PATCH
+    under the next hold, completion, the saves before and after the handover): the multipart
+    upload starts with the upload, the last bytes go up as its last part (no pending object to
+    copy), and nothing is read back, not even at completion; the finished upload is retired once."""
+    store = s3.store
+    assert isinstance(store, S3Storage) and isinstance(s3.blobs, S3Blobs)
+    calls: list[str] = []
+    s3.blobs.client.meta.events.register("before-call.s3", lambda model, **_: calls.append(model.name))
+    data = os.urandom(12 * MIB + 7)
+    now = time.time()
+    info = UploadInfo(id=uuid.uuid4().hex, tenant="acme", length=len(data), created_at=now, expires_at=now + 3600)
+    store.create(info, Fence("", "t1"))
+    assert calls == ["CreateMultipartUpload", "PutObject", "PutObject"]  # then its state and info
+    calls.clear()
+    loaded = store.load(info.id, Fence("t1", "t2"))
+    assert loaded is not None and loaded.offset == 0
+    writer = store.open_writer(loaded, Fence("t1", "t2"))
+    try:
+        writer.write(data)
+        writer.commit(len(data), now + 3600)
+    finally:
+        writer.close()
+    store.persist_data(info.id, Fence("t1", "t2"))
+    done = info.with_(offset=len(data), completed_at=time.time())
+    store.save(done)
+    store.save(done.with_(handed_over=True))
+    assert sorted(calls) == sorted(["UploadPart"] * 3 + ["PutObject", "CompleteMultipartUpload", "PutObject",
+                                                         "ListObjectsV2", "DeleteObject", "PutObject"])
+    assert digest(s3.data(info.id)) == digest(data)
+    assert s3.stored_keys() == {f"uploads/{info.id}", f"uploads/{info.id}.info"}
+    assert s3.multipart_uploads() == []
+    calls.clear()
+    assert store.peek(info.id) == done.with_(handed_over=True) and calls == ["GetObject"]
+
+
 def test_s3_storage_errors_are_os_errors(s3: Backend) -> None:
     """A store that refuses (here: bad credentials) is an OSError, which the app answers 503."""
     assert isinstance(s3.blobs, S3Blobs)

@@ -29,7 +29,10 @@ remembers both for the uploads it last held (:class:`_Known`), under the token o
 trusts them only when the next hold's :class:`~vidup_ingest.tus.storage.Fence` shows that nobody
 took the lock in between (every change to an upload is made under its lock); any write it did not
 finish, any other change and any doubt forget them. A client sending PATCH after PATCH to one
-replica then costs a part and a state PUT per PATCH, as its bytes need, and nothing else.
+replica then costs a part and a state PUT per PATCH, as its bytes need, and nothing else. An upload
+is created under its lock too, so a PATCH right after its POST on the same process reads nothing,
+and completion reuses the state the last commit wrote. The owner check before the lock reads the
+info alone (``peek``), once per upload and process.
 
 Pending objects are read back only when they become a part, never on resume, so each byte is
 uploaded once and downloaded at most once. Their count per upload is capped (they are merged into
@@ -42,11 +45,14 @@ way; the state keeps the session's *base* (offset, part count and pending object
 ``open_writer``), whose pending objects survive until the next session, so ``truncate`` restores
 it exactly.
 
-**Completion.** ``persist_data`` turns the multipart upload into ``uploads/<id>`` with the recorded
-ETags (the pending bytes as the last part, of any size); an upload that never reached one part
+**Completion.** The commit that receives an upload's last byte sends its tail as the last part
+(S3 allows it to be small), so ``persist_data`` usually only turns the multipart upload into
+``uploads/<id>`` with the recorded ETags (pending bytes, if any, become the last part, copied
+server-side when they are one object); an upload that never reached one part
 (under 5 MiB) is one PUT instead, with no multipart upload at all. It is idempotent: after a crash
-between it and the info's save, the object is found with the committed size and nothing is redone.
-Saving the completed info retires the state and the pending objects.
+between it and the info's save, the multipart upload is gone and the object is found with the
+committed size (asked only then). Saving the completed info retires the state and the pending
+objects, once per process (the save after the handover does not list them again).
 
 **Durability.** Every acknowledged offset is already in the store, so the fsync policy
 (``VIDUP_INGEST_FSYNC``) has no meaning here: it is the store's own durability that counts.
@@ -255,9 +261,41 @@ class _Known:
             else:
                 self._entries[upload_id] = (token, entry[1], state)
 
+    def held(self, upload_id: str, token: str) -> _State | None:
+        """The state as the hold ``token`` last read or wrote it, if the entry is that hold's."""
+        with self._mutex:
+            entry = self._entries.get(upload_id)
+            return entry[2] if entry is not None and entry[0] == token else None
+
     def forget(self, upload_id: str) -> None:
         with self._mutex:
             self._entries.pop(upload_id, None)
+
+
+class _Retired:
+    """The finished uploads whose state and pending objects this process deleted, so saving a
+    finished info again (after the handover) does not list and delete them a second time;
+    bounded, oldest dropped (another process, or this one later, just retires again)."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._mutex = threading.Lock()
+
+    def add(self, upload_id: str) -> bool:
+        """Whether ``upload_id`` is new here (then the caller retires it, or ``discard``s)."""
+        with self._mutex:
+            if upload_id in self._ids:
+                return False
+            self._ids[upload_id] = None
+            while len(self._ids) > self.LIMIT:
+                self._ids.popitem(last=False)
+            return True
+
+    def discard(self, upload_id: str) -> None:
+        with self._mutex:
+            self._ids.pop(upload_id, None)
 
 
 def _too_many_parts() -> OSError:
@@ -281,6 +319,7 @@ class S3Storage:
         #: opens its writer right after, so the writer need not GET the state a second time.
         self._recent = threading.local()
         self._known = _Known()
+        self._retired = _Retired()
 
     def part_sizes(self, length: int | None, preferred: int | None = None) -> tuple[int, int]:
         """(smallest part a commit uploads, part size) for an upload of ``length`` bytes (None:
@@ -382,12 +421,20 @@ class S3Storage:
     # -- Storage ---------------------------------------------------------------------------------
 
     @_s3_errors
-    def create(self, info: UploadInfo) -> None:
-        """The state, then the info: an upload exists once its info does. No multipart upload
-        yet: one that never reaches 5 MiB needs none."""
-        self._known.forget(info.id)
-        self._write_state(info.id, _State(offset=info.offset, expires_at=info.expires_at))
+    def create(self, info: UploadInfo, fence: Fence | None = None) -> None:
+        """The state, then the info: an upload exists once its info does. The multipart upload
+        is created first if the length is known to reach one part (an upload under 5 MiB needs
+        none; a deferred one starts it with its first part). Created under its lock (``fence``),
+        both are remembered, so the first PATCH this process serves reads nothing back."""
+        mpu = None
+        if info.length is not None and info.length >= self.part_sizes(info.length)[0]:
+            # It will have parts: its multipart upload starts with it, recorded in the first state.
+            mpu = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._data_key(info.id))["UploadId"]
+        state = _State(offset=info.offset, expires_at=info.expires_at, mpu=mpu)
+        self._write_state(info.id, state)
         self.save(info)
+        if fence is not None:
+            self._known.remember(info.id, fence.token, info, state)
 
     @_s3_errors
     def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None:
@@ -397,11 +444,11 @@ class S3Storage:
         if known is not None:
             info, state = known
         else:
-            raw = self._get(self._info_key(upload_id))
-            if raw is None:
+            read_info = self.peek(upload_id)
+            if read_info is None:
                 self._known.forget(upload_id)
                 return None
-            info = UploadInfo.from_json(json.loads(raw))
+            info = read_info
             if info.completed_at is not None or info.gone:
                 self._known.forget(upload_id)
                 return info
@@ -417,34 +464,53 @@ class S3Storage:
         return info.with_(offset=state.offset, expires_at=state.expires_at)
 
     @_s3_errors
+    def peek(self, upload_id: str) -> UploadInfo | None:
+        """The info alone (one GET; its offset is the one at creation until completion)."""
+        raw = self._get(self._info_key(upload_id))
+        return None if raw is None else UploadInfo.from_json(json.loads(raw))
+
+    @_s3_errors
     def save(self, info: UploadInfo) -> None:
         """Write the info (one PUT is atomic). The info of a finished upload retires its state and
         pending objects: from then on the data object alone holds the bytes."""
         self._known.forget(info.id)
         payload = json.dumps(info.to_json(), separators=(",", ":")).encode()
         self._put(self._info_key(info.id), payload)
-        if info.completed_at is not None:
+        if info.completed_at is not None and self._retired.add(info.id):
             # Pending objects first: a state left alone by a crash still finds its bytes.
-            self._delete_keys(self._side_keys(info.id))
-            self.client.delete_object(Bucket=self.bucket, Key=self._state_key(info.id))
+            try:
+                self._delete_keys(self._side_keys(info.id))
+                self.client.delete_object(Bucket=self.bucket, Key=self._state_key(info.id))
+            except BaseException:
+                self._retired.discard(info.id)
+                raise
 
     @_s3_errors
-    def persist_data(self, upload_id: str) -> None:
+    def persist_data(self, upload_id: str, fence: Fence | None = None) -> None:
         """Make ``uploads/<id>`` from the committed parts and pending bytes (before the upload is
-        recorded as finished). Idempotent: a finished object of the committed size is done."""
+        recorded as finished); the state is the one this hold (``fence``) committed, if known.
+        Idempotent: when the multipart upload is gone, a finished object of the committed size
+        is done (made before a crash, or before a failed save)."""
+        state = self._known.held(upload_id, fence.token) if fence is not None else None
         self._known.forget(upload_id)
-        state = self._read_state(upload_id)
+        state = state or self._read_state(upload_id)
         if state is None:
             return  # nothing pending: a concatenation's object, or an already retired state
         key = self._data_key(upload_id)
-        if self._object_size(key) == state.offset:
-            return  # made before a crash (the object exists only from completion on)
         if not state.parts:
             # Less than one part in all: one PUT of the pending bytes, no multipart upload.
             self._put(key, _Body(self._read_pending(state.pending)))
             if state.mpu is not None:
                 self._abort(key, state.mpu)
             return
+        try:
+            self._finish_multipart(key, state)
+        except ClientError as exc:
+            self._made(key, state, exc)
+
+    def _finish_multipart(self, key: str, state: _State) -> None:
+        """The pending bytes as the last part (copied server-side if they are one object), then
+        CompleteMultipartUpload with the recorded parts."""
         parts = list(state.parts)
         tail = sum(p.size for p in state.pending)
         if tail:
@@ -462,6 +528,11 @@ class S3Storage:
                                                    PartNumber=number, Body=body)["ETag"])
             parts.append(_Part(number, etag, tail))
         self._complete(key, state.mpu or "", parts)
+
+    def _made(self, key: str, state: _State, exc: ClientError) -> None:
+        """The multipart upload is gone: fine if its object was made with the committed size."""
+        if error_code(exc) not in ("NoSuchUpload", "404") or self._object_size(key) != state.offset:
+            raise exc
 
     def _complete(self, key: str, mpu: str, parts: list[_Part]) -> None:
         self.client.complete_multipart_upload(
@@ -583,6 +654,7 @@ class S3Writer:
         self._store = store
         self._token = token  # the lock hold this session runs under, for the store's memory
         self._commit_part_size, self._part_size = store.part_sizes(length)
+        self._length = length
         self._id = upload_id
         self._key = store._data_key(upload_id)
         self._committed = state
@@ -678,9 +750,12 @@ class S3Writer:
         if offset != self._pos:
             raise ValueError(f"commit of offset {offset}, but {self._pos} bytes are written")
         store = self._store
+        # The last bytes of an upload with parts go up as its last part, which S3 allows to be
+        # small: no pending object to copy at completion.
+        last = offset == self._length and self._tail > 0 and bool(self._parts or self._inflight)
         with _as_os_error("commit"):
             self._settle(0)
-            if self._tail >= self._commit_part_size:
+            if self._tail >= self._commit_part_size or last:
                 self._upload_part()
                 self._settle(0)
             elif self._buf.fill > self._saved:

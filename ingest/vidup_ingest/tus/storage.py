@@ -93,10 +93,15 @@ class LendingWriter(Protocol):
 
 
 class Storage(Protocol):
-    def create(self, info: UploadInfo) -> None: ...
+    """An upload store. ``fence``: the caller holds the upload's lock (see :class:`Fence`), so a
+    store may keep what it writes or reads for that hold's successors. ``peek`` reads only the
+    info as last saved, whose offset may lag: enough to check an owner before taking the lock."""
+
+    def create(self, info: UploadInfo, fence: Fence | None = None) -> None: ...
     def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None: ...
+    def peek(self, upload_id: str) -> UploadInfo | None: ...
     def save(self, info: UploadInfo) -> None: ...
-    def persist_data(self, upload_id: str) -> None: ...
+    def persist_data(self, upload_id: str, fence: Fence | None = None) -> None: ...
     def open_writer(self, info: UploadInfo, fence: Fence | None = None) -> UploadWriter: ...
     def truncate(self, info: UploadInfo) -> None: ...
     def concatenate(self, final: UploadInfo, parts: list[UploadInfo]) -> None: ...
@@ -192,19 +197,25 @@ class LocalStorage:
     def _offset(self, upload_id: str) -> Path:
         return self._data(upload_id).with_name(upload_id + OFFSET_SUFFIX)
 
-    def create(self, info: UploadInfo) -> None:
+    def create(self, info: UploadInfo, fence: Fence | None = None) -> None:
         """An empty data file, then the info: an upload exists once its info does."""
         fd = os.open(self._data(info.id), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         os.close(fd)
         self.save(info)
 
-    def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None:
-        """The info with its committed offset; local reads are cheap, so ``fence`` is not used."""
+    def peek(self, upload_id: str) -> UploadInfo | None:
+        """The info as last saved (its offset may lag the committed one)."""
         try:
             raw = self._info(upload_id).read_bytes()
         except FileNotFoundError:
             return None
-        info = UploadInfo.from_json(json.loads(raw))
+        return UploadInfo.from_json(json.loads(raw))
+
+    def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None:
+        """The info with its committed offset; local reads are cheap, so ``fence`` is not used."""
+        info = self.peek(upload_id)
+        if info is None:
+            return None
         try:
             record = self._offset(upload_id).read_bytes()
         except FileNotFoundError:
@@ -219,7 +230,7 @@ class LocalStorage:
                 offset = min(offset, max(info.offset, os.stat(self._data(upload_id)).st_size))
         return info.with_(offset=offset, expires_at=expires_at)
 
-    def persist_data(self, upload_id: str) -> None:
+    def persist_data(self, upload_id: str, fence: Fence | None = None) -> None:
         """Flush an upload's bytes to the disk (before it is recorded as finished)."""
         if self.fsync == "never":
             return

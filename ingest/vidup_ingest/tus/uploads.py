@@ -19,7 +19,7 @@ from vidup_ingest.errors import TusError
 from vidup_ingest.gateway.quotas import QuotaBook
 from vidup_ingest.tus.bodyreader import open_body
 from vidup_ingest.tus.handover import Handover
-from vidup_ingest.tus.headers import Checksum, Concat
+from vidup_ingest.tus.headers import Checksum, Concat, upload_id_from_url
 from vidup_ingest.tus.locks import HeldLock, LockManager
 from vidup_ingest.tus.metadata import parse_metadata, video_options
 from vidup_ingest.tus.protocol import PatchPlan, UploadInfo, check_creation_length, concat_final_id, plan_patch
@@ -87,16 +87,23 @@ class Uploads:
         return info
 
     def check_owner(self, upload_id: str, tenant: str) -> None:
-        """404/403/410 before taking the lock, so a stranger can never make an upload's holder
-        stop. The full checks are repeated under the lock; this one remembers owners."""
+        """404/403 before taking the lock, so a stranger can never make an upload's holder
+        stop. The full checks are repeated under the lock; this one reads only the info, once per
+        upload and process (owners never change)."""
         owner = self._owners.get(upload_id)
         if owner is None:
-            owner = self.get(upload_id, tenant).tenant
-            if len(self._owners) >= _OWNER_CACHE_SIZE:
-                self._owners.clear()
-            self._owners[upload_id] = owner
+            info = self.storage.peek(upload_id)  # the info alone: the offset is read under the lock
+            if info is None:
+                raise TusError(404, "no such upload")
+            owner = self._remember_owner(info)
         if owner != tenant:
             raise TusError(403, "this upload belongs to another tenant")
+
+    def _remember_owner(self, info: UploadInfo) -> str:
+        if len(self._owners) >= _OWNER_CACHE_SIZE:
+            self._owners.clear()
+        self._owners[info.id] = info.tenant
+        return info.tenant
 
     def expire(self, info: UploadInfo) -> None:
         """Delete an expired upload's data but keep a tombstone, so clients hear 410, not 404."""
@@ -105,11 +112,12 @@ class Uploads:
         self.quotas.release(info)
         metrics.UPLOADS_EXPIRED.inc()
 
-    def _complete(self, info: UploadInfo, consumed: tuple[str, ...] = ()) -> UploadInfo:
+    def _complete(self, info: UploadInfo, consumed: tuple[str, ...] = (), fence: Fence | None = None) -> UploadInfo:
         """Record completion and hand a non-partial upload to Kubernetes (``consumed``: the
-        partial uploads a final concatenation takes the bytes of, for the quotas)."""
+        partial uploads a final concatenation takes the bytes of, for the quotas; ``fence``: the
+        upload's lock, when held)."""
         if info.completed_at is None:
-            self.storage.persist_data(info.id)  # on the disk before anything counts it as finished
+            self.storage.persist_data(info.id, fence)  # on the disk before anything counts it as finished
             metrics.UPLOADS_FINISHED.inc()
         info = info.with_(completed_at=info.completed_at or time.time())
         if not info.is_partial and not info.handed_over:
@@ -120,9 +128,9 @@ class Uploads:
         self.quotas.track(info, consumed)
         return info
 
-    def retry_handover(self, info: UploadInfo) -> UploadInfo:
+    def retry_handover(self, info: UploadInfo, fence: Fence | None = None) -> UploadInfo:
         if info.complete and not info.is_partial and not info.handed_over:
-            return self._complete(info)
+            return self._complete(info, fence=fence)
         return info
 
     # -- creation ------------------------------------------------------------------------------
@@ -154,12 +162,15 @@ class Uploads:
             raise TusError(413, "the body is longer than Upload-Length")
         if body is not None and body.content_length is not None and body.content_length > self.max_size:
             raise TusError(413, "the body exceeds Tus-Max-Size")
-        with self.quotas.reserving(info, body.content_length if body is not None else None):
-            self.storage.create(info)
-        metrics.UPLOADS_CREATED.inc()
+        # Created under its lock, so the store may keep what it wrote for this process's PATCH.
+        with self.locked(info.id) as held:
+            with self.quotas.reserving(info, body.content_length if body is not None else None):
+                self.storage.create(info, held.fence)
+            self._remember_owner(info)
+            metrics.UPLOADS_CREATED.inc()
+            if body is None and info.complete:  # zero-length upload: complete at creation
+                info = self._complete(info, fence=held.fence)
         if body is None:
-            if info.complete:  # zero-length upload: complete at creation
-                info = self._complete(info)
             return info, None, True
         try:
             outcome = self.patch(info.id, tenant, offset=0, new_length=None, body=body)
@@ -172,8 +183,6 @@ class Uploads:
 
     def _create_final(self, tenant: str, concat: Concat, metadata_raw: str, options: Any,
                       upload_url: Callable[[str], str], now: float) -> tuple[UploadInfo, bool]:
-        from vidup_ingest.tus.headers import upload_id_from_url
-
         ids = [upload_id_from_url(u, "/files/") for u in concat.urls]
         if len(set(ids)) != len(ids):
             raise TusError(400, "Upload-Concat lists a partial upload twice")
@@ -220,7 +229,7 @@ class Uploads:
         self.check_owner(upload_id, tenant)
         with self.locked(upload_id) as held:  # a resuming client's HEAD stops a stale PATCH first
             info = self.get(upload_id, tenant, held.fence)
-            return self.retry_handover(info)
+            return self.retry_handover(info, held.fence)
 
     def patch(self, upload_id: str, tenant: str, *, offset: int, new_length: int | None,
               body: Body) -> PatchOutcome:
@@ -278,7 +287,7 @@ class Uploads:
             writer.close()
         info = current[0]
         if info.complete:
-            info = self._complete(info)
+            info = self._complete(info, fence=held.fence)
         return PatchOutcome(info, result.ending)
 
     def _roll_back(self, original: UploadInfo, writer: Any) -> None:
