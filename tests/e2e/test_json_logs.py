@@ -64,8 +64,9 @@ def test_json_logs_follow_one_video_across_components(stack: Stack, sample: Path
 
     logs = stack.run_dir / "logs"
     by_component: dict[str, list[dict[str, Any]]] = {}
-    # The worker's "job done" lines are written by its work-horse just before it exits; give the
-    # writes a moment to be on disk before reading (the phase was written by the operator).
+    # The worker's "job done" lines are written by its work-horse just before it exits, and the
+    # ingest's access line after the response has gone; give the writes a moment to be on disk
+    # before reading (the phase was written by the operator).
     deadline = time.monotonic() + 30
     while True:
         by_component = {}
@@ -73,7 +74,8 @@ def test_json_logs_follow_one_video_across_components(stack: Stack, sample: Path
             for doc in read_json_lines(logs / f"{name}.log"):
                 by_component.setdefault(doc["component"], []).append(doc)
         with_id = {c for c, docs in by_component.items() if any(d.get("video_id") == video_id for d in docs)}
-        if with_id >= {"ingest", "operator", "worker"} or time.monotonic() > deadline:
+        answered = any(d.get("request_id") == mine for d in by_component.get("ingest", []))
+        if (with_id >= {"ingest", "operator", "worker"} and answered) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     assert with_id >= {"ingest", "operator", "worker"}, {c: len(d) for c, d in by_component.items()}
