@@ -26,7 +26,7 @@ from vidup.storage.s3 import make_client
 from vidup_ingest.config import IngestConfig
 from vidup_ingest.tus.protocol import UploadInfo
 from vidup_ingest.tus.s3store import MIN_PART_SIZE, S3Storage
-from vidup_ingest.tus.storage import Fence, LocalStorage, Storage
+from vidup_ingest.tus.storage import ORPHAN_AGE, Fence, LocalStorage, Storage
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -271,6 +271,39 @@ def test_delete_and_discard_leave_nothing(backend: Backend) -> None:
     store.delete(expired.id)
     assert list(store.ids()) == []
     assert backend.stored_keys() <= {f"uploads/{expired.id}.offset"}  # the file store's record may stay
+
+
+def test_collect_orphans_takes_only_old_leftovers_no_record_names(backend: Backend, tmp_path: Path) -> None:
+    """What a crash leaves between a write and the record naming it (S3: a pending object, a
+    multipart upload of an upload with a state, one of an upload never recorded; files: an info
+    temp file) is collected once older than ORPHAN_AGE, and nothing a record names is touched."""
+    store = backend.store
+    data = os.urandom(7 * MIB)
+    info = new_upload(store, 20 * MIB)
+    append(store, info.id, data, chunk=1 * MIB)  # a part and a pending object, both recorded
+    before = backend.stored_keys()
+    stray = uuid.uuid4().hex
+    if isinstance(backend.blobs, S3Blobs):
+        client, bucket = backend.blobs.client, backend.blobs.bucket
+        client.put_object(Bucket=bucket, Key=backend.blobs.key(f"uploads/{info.id}.pending.0ddba11"), Body=b"x")
+        for upload_id in (info.id, stray):
+            client.create_multipart_upload(Bucket=bucket, Key=backend.blobs.key(f"uploads/{upload_id}"))
+        assert len(backend.multipart_uploads()) == 3
+        expected = 3
+    else:
+        assert isinstance(backend.blobs, FileBlobs)
+        leftover = tmp_path / "root" / "uploads" / f"{info.id}.info.4242.99.tmp"
+        leftover.write_bytes(b"{}")
+        expected = 1
+    assert store.collect_orphans(time.time()) == 0  # young: maybe a write about to be recorded
+    assert store.collect_orphans(time.time() + ORPHAN_AGE + 60) == expected
+    assert backend.stored_keys() == before
+    if backend.kind == "s3":
+        assert backend.multipart_uploads() == [f"{backend.blobs.key(f'uploads/{info.id}')}"]
+    rest = os.urandom(13 * MIB)
+    append(store, info.id, rest, chunk=1 * MIB)
+    finish(store, info.id)
+    assert digest(backend.data(info.id)) == digest(data + rest)
 
 
 def test_ids_lists_uploads_and_load_misses(backend: Backend) -> None:

@@ -1,5 +1,6 @@
-"""The periodic sweep: delete expired unfinished uploads (never a finished one) and retry
-handovers that failed because the Kubernetes API was away.
+"""The periodic sweep: delete expired unfinished uploads (never a finished one), retry
+handovers that failed because the Kubernetes API was away, and collect what crashes left in the
+store that no record names (``Storage.collect_orphans``).
 
 Every worker process runs a sweeper thread, but a Redis key taken with SET NX EX for one interval
 makes a single process across all replicas do the work each interval.
@@ -64,6 +65,10 @@ def sweep(uploads: Uploads, now: float | None = None, quota_grace: float = 60.0)
         except (TusError, OSError, ValueError, redis.RedisError) as exc:
             log.warning("sweep skipped upload %s: %s", upload_id, exc)
     audit.finish(uploads.storage)
+    try:
+        uploads.storage.collect_orphans(now)
+    except OSError as exc:
+        log.warning("sweep could not collect orphans: %s", exc)
     return deleted, handed
 
 

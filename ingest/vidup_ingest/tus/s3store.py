@@ -62,8 +62,8 @@ only as bytes arrive, plus the parts it has uploading: up to ``PARTS_IN_FLIGHT``
 fills, within a budget of ``IN_FLIGHT_BUDGET`` (8) parts per process, so many concurrent uploads
 cost about one part each. Concatenation streams through one part. Nothing holds a whole upload.
 
-Multipart uploads abandoned by a crash before their state was written (seconds' windows) are not
-listed anywhere we look; a bucket lifecycle rule ``AbortIncompleteMultipartUpload`` clears them.
+Multipart uploads and pending objects a crash left before a state named them (seconds' windows)
+are collected by the sweep once a day old (:meth:`S3Storage.collect_orphans`).
 S3 errors leave here as :class:`OSError` (``EIO``), which the app answers with 503 + Retry-After.
 """
 
@@ -90,7 +90,7 @@ from vidup.storage.layout import UPLOADS, upload_relpath
 from vidup.storage.s3 import S3Blobs, error_code, not_found
 from vidup_ingest.tus.headers import is_upload_id
 from vidup_ingest.tus.protocol import UploadInfo
-from vidup_ingest.tus.storage import Fence
+from vidup_ingest.tus.storage import ORPHAN_AGE, Fence
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -189,7 +189,7 @@ class _State:
     pending: tuple[_Pending, ...] = ()
     base: _Base | None = None
 
-    def keys(self) -> set[str]:
+    def needed_keys(self) -> set[str]:
         """Every pending object this state needs kept."""
         keys = {p.key for p in self.pending}
         if self.base is not None:
@@ -567,7 +567,7 @@ class S3Storage:
         restored = replace(state, offset=base.offset, expires_at=info.expires_at,
                            parts=state.parts[:base.parts], pending=base.pending)
         self._write_state(info.id, restored)
-        self._delete_keys(state.keys() - restored.keys())
+        self._delete_keys(state.needed_keys() - restored.needed_keys())
 
     @_s3_errors
     def concatenate(self, final: UploadInfo, parts: list[UploadInfo]) -> None:
@@ -637,6 +637,52 @@ class S3Storage:
                 if name.endswith(INFO_SUFFIX) and is_upload_id(name[: -len(INFO_SUFFIX)]):
                     found.append(name[: -len(INFO_SUFFIX)])
         return iter(found)
+
+    @_s3_errors
+    def collect_orphans(self, now: float) -> int:
+        """Pending objects their upload's state does not list, and multipart uploads of
+        ``uploads/`` its state does not name (a crash between a PUT and the state that records
+        it, or during a retirement), once older than ORPHAN_AGE: no writer can still record them
+        (a new state only ever names new pending objects). What a bucket lifecycle rule
+        ``AbortIncompleteMultipartUpload`` would do, on stores without one."""
+        cutoff = now - ORPHAN_AGE
+        prefix = self.blobs.key(UPLOADS + "/")
+        states: dict[str, _State | None] = {}
+
+        def named(upload_id: str) -> _State | None:
+            if upload_id not in states:
+                states[upload_id] = self._read_state(upload_id)
+            return states[upload_id]
+
+        stale: list[str] = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                upload_id, infix, _ = key[len(prefix):].partition(PENDING_INFIX)
+                if infix and is_upload_id(upload_id) and item["LastModified"].timestamp() < cutoff:
+                    state = named(upload_id)
+                    if state is None or key not in state.needed_keys():
+                        stale.append(key)
+        self._delete_keys(stale)
+        aborted = 0
+        listing = self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix)
+        for uploads in listing:
+            for upload in uploads.get("Uploads", []):
+                upload_id = upload["Key"][len(prefix):]
+                if not is_upload_id(upload_id) or upload["Initiated"].timestamp() >= cutoff:
+                    continue
+                state = named(upload_id)
+                if state is None or state.mpu != upload["UploadId"]:
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                        aborted += 1
+                    except ClientError as exc:
+                        if error_code(exc) not in ("NoSuchUpload", "404"):
+                            raise
+        if stale or aborted:
+            log.info("collected %d orphaned pending objects and %d multipart uploads", len(stale), aborted)
+        return len(stale) + aborted
 
 
 class S3Writer:
@@ -774,7 +820,7 @@ class S3Writer:
             state = _State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
                            pending=self._cold + self._hot, base=self._base)
             self._record(state)  # the commit point
-            stale = self._committed.keys() - state.keys()
+            stale = self._committed.needed_keys() - state.needed_keys()
             self._committed = state
             if stale:
                 store._delete_keys(stale)

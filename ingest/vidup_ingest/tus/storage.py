@@ -46,6 +46,10 @@ from vidup_ingest.tus.headers import is_upload_id
 from vidup_ingest.tus.protocol import UploadInfo
 
 INFO_SUFFIX = ".info"
+TMP_SUFFIX = ".tmp"
+
+#: Age past which a store's unnamed leftovers are a crash's, not a write about to be recorded.
+ORPHAN_AGE = 24 * 3600.0
 OFFSET_SUFFIX = ".offset"
 #: The offset record: committed offset (u64) and the expiry time it set (f64), little-endian.
 _OFFSET_RECORD = struct.Struct("<Qd")
@@ -95,7 +99,9 @@ class LendingWriter(Protocol):
 class Storage(Protocol):
     """An upload store. ``fence``: the caller holds the upload's lock (see :class:`Fence`), so a
     store may keep what it writes or reads for that hold's successors. ``peek`` reads only the
-    info as last saved, whose offset may lag: enough to check an owner before taking the lock."""
+    info as last saved, whose offset may lag: enough to check an owner before taking the lock.
+    ``collect_orphans`` deletes what a crash left that no record names, once older than
+    :data:`ORPHAN_AGE` (nobody can still be about to record it), and says how many."""
 
     def create(self, info: UploadInfo, fence: Fence | None = None) -> None: ...
     def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None: ...
@@ -108,6 +114,7 @@ class Storage(Protocol):
     def delete(self, upload_id: str) -> None: ...
     def discard_data(self, upload_id: str) -> None: ...
     def ids(self) -> Iterator[str]: ...
+    def collect_orphans(self, now: float) -> int: ...
     def relpath(self, upload_id: str) -> str: ...
 
 
@@ -255,7 +262,7 @@ class LocalStorage:
         finally:
             os.close(fd)
         path = self._info(info.id)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(info)}.tmp")
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{id(info)}{TMP_SUFFIX}")
         payload = json.dumps(info.to_json(), separators=(",", ":")).encode()
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
@@ -326,3 +333,16 @@ class LocalStorage:
             name = entry.name
             if name.endswith(INFO_SUFFIX) and is_upload_id(name[: -len(INFO_SUFFIX)]):
                 yield name[: -len(INFO_SUFFIX)]
+
+    def collect_orphans(self, now: float) -> int:
+        """Info temp files a crash left between their write and their rename."""
+        removed = 0
+        for entry in os.scandir(self.dir):
+            name = entry.name
+            if not (name.endswith(TMP_SUFFIX) and is_upload_id(name.split(".", 1)[0])):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < now - ORPHAN_AGE:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
