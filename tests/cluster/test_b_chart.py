@@ -165,6 +165,9 @@ def test_the_web_app_through_the_ingress_uploads_follows_and_plays(
         page.goto(local_cluster.ingress_url + "/")
         page.get_by_test_id("api-key").fill(release)
         page.get_by_test_id("sign-in").click()
+        # Signed in once the key was checked (the input is enabled then): a file chosen before
+        # is refused with "Sign in ... before uploading" (CI once chose it too early).
+        expect(page.get_by_test_id("file-input")).to_be_enabled(timeout=60_000)
         page.get_by_test_id("file-input").set_input_files(video)
         card = page.locator('[data-testid=video-card][data-filename="from-the-browser.mp4"]').first
         expect(card.get_by_test_id("video-status")).to_have_text("Completed", timeout=600_000)
