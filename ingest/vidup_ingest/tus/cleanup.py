@@ -1,6 +1,6 @@
 """The periodic sweep: delete expired unfinished uploads (never a finished one), retry
 handovers that failed because the Kubernetes API was away, and collect what crashes left in the
-store that no record names (``Storage.collect_orphans``).
+store that no record names (``Storage.collect_orphans``, at most hourly per process).
 
 Every worker process runs a sweeper thread, but a Redis key taken with SET NX EX for one interval
 makes a single process across all replicas do the work each interval.
@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 
 #: How long an expired upload's tombstone answers 410 before it is forgotten (then 404).
 TOMBSTONE_SECONDS = 7 * 24 * 3600
+
+#: How often a process that wins a sweep also collects orphans: they count only once a day old
+#: (ORPHAN_AGE), and collecting lists the whole store.
+ORPHANS_EVERY = 3600.0
 
 
 def should_delete(info: UploadInfo, now: float) -> bool:
@@ -65,10 +69,6 @@ def sweep(uploads: Uploads, now: float | None = None, quota_grace: float = 60.0)
         except (TusError, OSError, ValueError, redis.RedisError) as exc:
             log.warning("sweep skipped upload %s: %s", upload_id, exc)
     audit.finish(uploads.storage)
-    try:
-        uploads.storage.collect_orphans(now)
-    except OSError as exc:
-        log.warning("sweep could not collect orphans: %s", exc)
     return deleted, handed
 
 
@@ -80,6 +80,7 @@ class Sweeper:
         self.interval = interval
         self.key = key
         self._thread: threading.Thread | None = None
+        self._orphans_due = 0.0
 
     def start(self) -> None:
         if self.interval <= 0 or self._thread is not None:
@@ -94,6 +95,10 @@ class Sweeper:
                     deleted, handed = sweep(self.uploads, quota_grace=max(2.0, 4 * self.interval))
                     if deleted or handed:
                         log.info("sweep: deleted %d expired uploads, handed over %d", deleted, handed)
+                    now = time.time()
+                    if now >= self._orphans_due:
+                        self._orphans_due = now + ORPHANS_EVERY
+                        self.uploads.storage.collect_orphans(now)
             except Exception:  # the sweeper must outlive any one bad pass
                 log.exception("upload sweep failed")
             time.sleep(self.interval)

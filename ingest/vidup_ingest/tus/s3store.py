@@ -298,6 +298,11 @@ class _Retired:
             self._ids.pop(upload_id, None)
 
 
+def _no_such_upload(exc: ClientError) -> bool:
+    """Whether S3 answered that the multipart upload is gone (aborted or completed)."""
+    return error_code(exc) in ("NoSuchUpload", "404")
+
+
 def _too_many_parts() -> OSError:
     return OSError(errno.EFBIG, f"the upload needs more than the store's {MAX_PARTS} parts")
 
@@ -404,11 +409,17 @@ class S3Storage:
             listed = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
             ids.update(u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == key)
         for upload in ids:
-            try:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
-            except ClientError as exc:
-                if error_code(exc) not in ("NoSuchUpload", "404"):
-                    raise
+            self._abort_one(key, upload)
+
+    def _abort_one(self, key: str, upload: str) -> bool:
+        """Abort one multipart upload; False if it was already gone."""
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload)
+        except ClientError as exc:
+            if not _no_such_upload(exc):
+                raise
+            return False
+        return True
 
     def _side_keys(self, upload_id: str) -> list[str]:
         """The pending objects of an upload as listed (including any a crash orphaned)."""
@@ -531,7 +542,7 @@ class S3Storage:
 
     def _made(self, key: str, state: _State, exc: ClientError) -> None:
         """The multipart upload is gone: fine if its object was made with the committed size."""
-        if error_code(exc) not in ("NoSuchUpload", "404") or self._object_size(key) != state.offset:
+        if not _no_such_upload(exc) or self._object_size(key) != state.offset:
             raise exc
 
     def _complete(self, key: str, mpu: str, parts: list[_Part]) -> None:
@@ -672,14 +683,9 @@ class S3Storage:
                 if not is_upload_id(upload_id) or upload["Initiated"].timestamp() >= cutoff:
                     continue
                 state = named(upload_id)
-                if state is None or state.mpu != upload["UploadId"]:
-                    try:
-                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
-                                                           UploadId=upload["UploadId"])
-                        aborted += 1
-                    except ClientError as exc:
-                        if error_code(exc) not in ("NoSuchUpload", "404"):
-                            raise
+                if (state is None or state.mpu != upload["UploadId"]) \
+                        and self._abort_one(upload["Key"], upload["UploadId"]):
+                    aborted += 1
         if stale or aborted:
             log.info("collected %d orphaned pending objects and %d multipart uploads", len(stale), aborted)
         return len(stale) + aborted
