@@ -15,7 +15,9 @@ VIDUP_INGEST_HEADER_TIMEOUT         20       seconds a connection has to send a 
                                              thread per connection from its first byte, no
                                              deadline). See server/worker.py
 VIDUP_INGEST_READ_SIZE              1048576  bytes read from the request body per step
-VIDUP_INGEST_COMMIT_BYTES           67108864 commit (record the offset) at least this often
+VIDUP_INGEST_COMMIT_BYTES           67108864 checkpoint (record the offset) at least this
+                                             often in mid-body; on S3 a checkpoint records the
+                                             parts stored so far and waits for none
 VIDUP_INGEST_FSYNC                  complete when bytes reach the disk (see storage.py):
                                              "complete": every commit survives a process
                                              crash; a finished upload is fdatasynced before

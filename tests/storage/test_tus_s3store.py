@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import time
 import uuid
 from dataclasses import dataclass
@@ -327,6 +328,47 @@ def test_s3_commits_cost_only_the_new_bytes(s3: Backend) -> None:
     append(store, info.id, rest, chunk=1 * MIB)
     finish(store, info.id)
     assert digest(s3.data(info.id)) == digest(b"".join(chunks) + rest)
+
+
+def test_s3_a_checkpoint_records_the_stored_parts_and_waits_for_none(s3: Backend, s3_server: S3Server) -> None:
+    """A checkpoint in mid-body never waits for a part in flight (the store is frozen here: any
+    request would hang) and records nothing new then; once no part is in flight it is a commit
+    (every byte received counts), and the upload still completes byte-exact."""
+    store = s3.store
+    data = os.urandom(2 * MIN_PART_SIZE + 2 * MIB + 3)
+    info = new_upload(store, len(data))
+    writer = store.open_writer(info)
+
+    def recorded() -> int:
+        fresh = S3Storage(s3.blobs, part_size=MIN_PART_SIZE).load(info.id)  # the bucket's state, no memory
+        assert fresh is not None
+        return fresh.offset
+
+    try:
+        writer.write(data[:MIN_PART_SIZE])
+        writer.commit(MIN_PART_SIZE, time.time() + 3600)
+        os.kill(s3_server.process.pid, signal.SIGSTOP)
+        try:
+            writer.write(data[MIN_PART_SIZE:2 * MIN_PART_SIZE + MIB])  # part 2 goes up, and hangs
+            started = time.monotonic()
+            writer.checkpoint(2 * MIN_PART_SIZE + MIB, time.time() + 3600)
+            assert time.monotonic() - started < 1
+        finally:
+            os.kill(s3_server.process.pid, signal.SIGCONT)
+        assert recorded() == MIN_PART_SIZE
+        deadline = time.monotonic() + 30
+        while recorded() == MIN_PART_SIZE:
+            assert time.monotonic() < deadline, "part 2 never recorded by a checkpoint"
+            time.sleep(0.05)
+            writer.checkpoint(2 * MIN_PART_SIZE + MIB, time.time() + 3600)
+        assert recorded() == 2 * MIN_PART_SIZE + MIB
+        writer.write(data[2 * MIN_PART_SIZE + MIB:])
+        writer.commit(len(data), time.time() + 3600)
+    finally:
+        writer.close()
+    assert recorded() == len(data)
+    finish(store, info.id)
+    assert digest(s3.data(info.id)) == digest(data)
 
 
 def test_s3_a_returning_holder_reads_nothing_and_any_other_hold_reads_again(s3: Backend) -> None:

@@ -21,6 +21,9 @@ is written (the commit point), then objects it no longer names are deleted. An i
 any moment loses nothing it acknowledged. The parts a session uploads are only *recorded* by a
 commit: a part nobody committed (a crash, a failed checksum, a lost lock) is never listed in
 ``CompleteMultipartUpload`` and its part number is simply uploaded again by the next session.
+In mid-body a *checkpoint* (every ``VIDUP_INGEST_COMMIT_BYTES``) is a commit that waits for no
+part in flight: with some, it records only the parts already stored, so a fast body's pipeline to
+the store never drains before its end.
 ETags come from our own record, never from ``ListParts``: stores (SeaweedFS) list every version of
 a re-uploaded part number.
 
@@ -779,10 +782,11 @@ class S3Writer:
             self._parts.append(_Part(number, str(got["ETag"]), len(body)))
             self._drop_tail()
 
-    def _settle(self, keep: int) -> None:
-        """Wait for the oldest parts in flight until at most ``keep`` remain, recording each and
-        freeing its buffer. A failed upload raises here, as if it had been synchronous."""
-        while len(self._inflight) > keep:
+    def _settle(self, keep: int, wait: bool = True) -> None:
+        """Wait for the oldest parts in flight until at most ``keep`` remain (``wait=False``: take
+        only those already done, in order), recording each and freeing its buffer. A failed
+        upload raises here, as if it had been synchronous."""
+        while len(self._inflight) > keep and (wait or self._inflight[0][1].done()):
             number, upload, buf, size = self._inflight.pop(0)
             try:
                 etag = str(upload.result()["ETag"])
@@ -823,13 +827,37 @@ class S3Writer:
                     store._put(key, _Body(self._buf.view(self._saved)))
                     self._hot = (*self._hot, _Pending(key, self._buf.fill - self._saved))
                     self._saved = self._buf.fill
-            state = _State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
-                           pending=self._cold + self._hot, base=self._base)
-            self._record(state)  # the commit point
-            stale = self._committed.needed_keys() - state.needed_keys()
-            self._committed = state
-            if stale:
-                store._delete_keys(stale)
+            self._advance(_State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
+                                 pending=self._cold + self._hot, base=self._base))
+
+    def checkpoint(self, offset: int, expires_at: float) -> None:
+        """A commit that never waits for a part in flight: with none in flight (a slow client's
+        body), it is ``commit``; otherwise it records only the parts already stored.
+
+        Why: a commit waits for every part in flight, and while they drain the store has less and
+        less to do; in mid-body a fast client's upload stalled so at every commit (16 times per
+        GiB at the default ``VIDUP_INGEST_COMMIT_BYTES``). The offset recorded is then the end of
+        the stored parts, behind ``offset`` by the parts in flight and the one filling, never
+        behind what was recorded before; pending objects all end before it (they precede the
+        oldest part this session sent), so the state names none.
+        """
+        with _as_os_error("commit"):
+            self._settle(0, wait=False)
+            if not self._inflight:
+                self.commit(offset, expires_at)
+                return
+            end = sum(p.size for p in self._parts)
+            if end > self._committed.offset:
+                self._advance(_State(offset=end, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
+                                     pending=(), base=self._base))
+
+    def _advance(self, state: _State) -> None:
+        """Record ``state`` (the commit point), then delete the pending objects it no longer needs."""
+        self._record(state)
+        stale = self._committed.needed_keys() - state.needed_keys()
+        self._committed = state
+        if stale:
+            self._store._delete_keys(stale)
 
     def _record(self, state: _State) -> None:
         """PUT the state, and keep the store's memory of the upload in step (forgotten if the

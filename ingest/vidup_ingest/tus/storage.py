@@ -71,6 +71,13 @@ class UploadWriter(Protocol):
     def commit(self, offset: int, expires_at: float) -> None:
         """Make every byte written so far count: durable per the fsync policy, then recorded."""
         ...
+
+    def checkpoint(self, offset: int, expires_at: float) -> None:
+        """Record progress in mid-body, so a crash keeps what arrived: like ``commit``, but a
+        store that has bytes still on their way may record less than ``offset`` (never less than
+        it recorded before) rather than wait for them."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -172,6 +179,8 @@ class LocalWriter:
             assert self._writeback is not None
             self._writeback.synced(self._pos)
         _write_offset_record(self._offset_fd, offset, expires_at, always)
+
+    checkpoint = commit  # nothing is ever on its way: every written byte is in the file
 
     def close(self) -> None:
         for fd in (self._fd, self._offset_fd):

@@ -4,9 +4,10 @@ The body is moved in ``read_size`` steps straight to the storage writer; nothing
 one step. When both ends allow it (a socket body, a file writer) and no checksum needs the bytes,
 they go socket -> file inside the kernel (see bodyreader.py); into the memory a lending writer
 offers (the S3 store's part buffer); otherwise through one buffer.
-Without a checksum, the offset is committed (recorded after the bytes are written, synced per the
-fsync policy) every ``commit_bytes`` so a crash or disconnect keeps what arrived. With a checksum
-nothing counts until the whole body is verified.
+Without a checksum, progress is checkpointed (the offset recorded after the bytes are written,
+synced per the fsync policy; on S3 the parts already stored) every ``commit_bytes`` so a crash
+keeps what arrived, and the end is committed, so a disconnect does too. With a checksum nothing
+counts until the whole body is verified.
 """
 
 from __future__ import annotations
@@ -39,11 +40,11 @@ FAST_STEP_SECONDS = 0.05
 
 def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size: int,
             commit_bytes: int, checksum: Checksum | None, stop: threading.Event,
-            commit: Callable[[int], None]) -> TransferResult:
+            checkpoint: Callable[[int], None]) -> TransferResult:
     """Move up to ``max_bytes`` from ``body`` to ``writer``, in the kernel or through one buffer.
 
-    ``commit(n)`` is called with the bytes received so far, at most every ``commit_bytes`` (never
-    when a checksum is pending). The caller commits the end itself.
+    ``checkpoint(n)`` is called with the bytes received so far, at most every ``commit_bytes``
+    (never when a checksum is pending). The caller commits the end itself.
     """
     hasher = hashlib.new(checksum.algorithm) if checksum else None
     source = body if hasher is None and isinstance(body, SplicingBody) else None
@@ -89,7 +90,7 @@ def receive(body: BodyReader, writer: UploadWriter, *, max_bytes: int, read_size
                 ending = "stopped"
             break
         if hasher is None and received - committed >= commit_bytes:
-            commit(received)
+            checkpoint(received)
             committed = received
     else:
         # The body may not go past max_bytes: one more byte means the request was too long.

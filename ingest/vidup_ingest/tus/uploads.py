@@ -257,6 +257,11 @@ class Uploads:
         if plan.length != info.length:  # a deferred length declared now: the info holds lengths
             self.storage.save(current[0])
 
+        def checkpoint(received: int) -> None:
+            if not self.locks.still_held(held):
+                raise _LockLost()
+            writer.checkpoint(plan.start + received, time.time() + self.expiry)
+
         def commit(received: int) -> None:
             if not self.locks.still_held(held):
                 raise _LockLost()
@@ -268,7 +273,7 @@ class Uploads:
         try:
             result = receive(reader, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
                              commit_bytes=self.config.commit_bytes, checksum=body.checksum, stop=stop,
-                             commit=commit)
+                             checkpoint=checkpoint)
             if result.ending == "overflow":
                 self._roll_back(original, writer)
                 raise TusError(413, "the body goes past the upload's length")
