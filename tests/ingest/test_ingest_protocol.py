@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import time
+import uuid
 from collections.abc import Iterator
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import pytest
 import requests
@@ -275,11 +278,11 @@ def test_concatenation_errors(ingest: Ingest) -> None:
 
 def test_expiration_and_sweep(start_ingest) -> None:  # type: ignore[no-untyped-def]
     ing = start_ingest(VIDUP_UPLOAD_EXPIRY_SECONDS="2", VIDUP_INGEST_CLEANUP_INTERVAL="0.5")
+    finished = ing.create(3)
+    assert ing.patch(finished, 0, b"abc").status_code == 204  # first: the 2 s below start after it
     lazy = ing.create(10)
     swept = ing.create(10)
     begun = ing.create(8 * MiB)  # past a part: on s3 its bytes are in a multipart upload
-    finished = ing.create(3)
-    assert ing.patch(finished, 0, b"abc").status_code == 204
     ing.patch(lazy, 0, b"ab")
     assert ing.patch(begun, 0, b"b" * 6 * MiB).status_code == 204
     time.sleep(2.5)
@@ -291,6 +294,33 @@ def test_expiration_and_sweep(start_ingest) -> None:  # type: ignore[no-untyped-
     assert not any(ing.holds_data(u) for u in (swept, lazy, begun))
     assert ing.head(swept).status_code == 410 and ing.head(begun).status_code == 410
     assert ing.head(finished).status_code == 200 and ing.stored_bytes(finished) == b"abc"
+
+
+@pytest.mark.file_only("an info temp file can be made a day old; an S3 multipart upload's start cannot (the "
+                       "store-level test moves the clock instead)")
+def test_the_sweep_collects_orphans_at_most_hourly(start_ingest, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The running ingest's sweeper collects what a crash left (an info temp file a day old) on its
+    first pass, and lists the store for orphans no more than once an hour per process: one left
+    after that first pass outlives many more sweeps."""
+    uploads = tmp_path / "storage" / "uploads"
+    uploads.mkdir(parents=True)
+
+    def orphan() -> Path:
+        path = uploads / f"{uuid.uuid4().hex}.info.1.2.tmp"
+        path.write_text("{}")
+        day_old = time.time() - 25 * 3600
+        os.utime(path, (day_old, day_old))
+        return path
+
+    first = orphan()
+    start_ingest(storage=tmp_path / "storage", VIDUP_INGEST_WORKERS="1", VIDUP_INGEST_CLEANUP_INTERVAL="0.3")
+    deadline = time.monotonic() + 20
+    while first.exists():
+        assert time.monotonic() < deadline, "the sweep never collected the orphan"
+        time.sleep(0.1)
+    second = orphan()
+    time.sleep(3)  # ten sweeps
+    assert second.exists()
 
 
 def test_max_size_deferred(start_ingest) -> None:  # type: ignore[no-untyped-def]

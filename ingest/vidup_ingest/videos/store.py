@@ -11,6 +11,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+from kubernetes.watch import Watch
+
 from vidup.resource import GROUP, PLURAL, VERSION
 from vidup_ingest.errors import TusError
 from vidup_ingest.kube_client import custom_objects_api
@@ -26,8 +29,6 @@ class VideoStore:
 
     def get(self, name: str) -> dict[str, Any] | None:
         """The resource, or None if there is none by that name."""
-        from kubernetes.client.exceptions import ApiException
-
         try:
             obj = custom_objects_api().get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name, _request_timeout=10)
@@ -45,8 +46,6 @@ class VideoStore:
         The label selector is applied on every page, so a continue token from another tenant's
         listing still only yields the caller's own resources.
         """
-        from kubernetes.client.exceptions import ApiException
-
         kwargs: dict[str, Any] = {"label_selector": f"{TENANT_LABEL}={tenant}", "limit": limit,
                                   "_request_timeout": 15}
         if continue_token:
@@ -68,10 +67,7 @@ class VideoStore:
     def watch(self, name: str, resource_version: str, timeout_seconds: int) -> Iterator[tuple[str, dict[str, Any]]]:
         """(event type, object) for changes of one resource after ``resource_version``, for at
         most ``timeout_seconds``. Raises :class:`WatchExpired` when the version is too old."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        w = watch.Watch()
+        w = Watch()
         try:
             for event in w.stream(
                 custom_objects_api().list_namespaced_custom_object, GROUP, VERSION, self.namespace, PLURAL,
