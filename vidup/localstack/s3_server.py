@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import socket
+import time
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -123,10 +124,24 @@ class S3Server:
         wait_until(ready, timeout, f"SeaweedFS S3 on port {self.ports['s3']}", interval=0.3)
         return self
 
-    def vacuum(self) -> None:
-        """Reclaim the disk space of deleted objects now. SeaweedFS frees it only when a volume is
+    def vacuum(self, settle: float = 3.0, timeout: float = 60.0) -> None:
+        """Reclaim the disk space of deleted objects now, once the deletes have reached the
+        volumes (the filer applies them in the background, about a second later: done when the volumes' delete count
+        has not moved for ``settle`` seconds). SeaweedFS frees the space only when a volume is
         vacuumed (by its master every 15 minutes, past 30 % garbage): a benchmark that writes and
-        deletes GiBs in a loop would fill the disk first."""
+        deletes GiBs in a loop would fill the disk first, and would time its next run against
+        the store's own cleanup."""
+        status = f"http://{self.host}:{self.ports['volume']}/status"
+        deadline = time.monotonic() + timeout
+        seen, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(status, timeout=10) as answer:
+                deleted = sum(int(v.get("DeleteCount", 0)) for v in json.load(answer).get("Volumes") or [])
+            if deleted != seen:
+                seen, since = deleted, time.monotonic()
+            elif time.monotonic() - since >= settle:
+                break
+            time.sleep(0.1)
         url = f"http://{self.host}:{self.ports['master']}/vol/vacuum?garbageThreshold=0.0001"
         with urllib.request.urlopen(url, timeout=600) as answer:
             answer.read()
