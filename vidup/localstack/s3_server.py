@@ -126,11 +126,11 @@ class S3Server:
 
     def vacuum(self, settle: float = 3.0, timeout: float = 60.0) -> None:
         """Reclaim the disk space of deleted objects now, once the deletes have reached the
-        volumes (the filer applies them in the background, about a second later: done when the volumes' delete count
-        has not moved for ``settle`` seconds). SeaweedFS frees the space only when a volume is
-        vacuumed (by its master every 15 minutes, past 30 % garbage): a benchmark that writes and
-        deletes GiBs in a loop would fill the disk first, and would time its next run against
-        the store's own cleanup."""
+        volumes (the filer applies them in the background, about a second later: done when the
+        volumes' delete count has not moved for ``settle`` seconds). SeaweedFS frees the space
+        only when a volume is vacuumed (by its master every 15 minutes, past 30 % garbage): a
+        benchmark that writes and deletes GiBs in a loop would fill the disk first, and would time
+        its next run against the store's own cleanup."""
         status = f"http://{self.host}:{self.ports['volume']}/status"
         deadline = time.monotonic() + timeout
         seen, since = -1, time.monotonic()
