@@ -5,18 +5,28 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 import requests
 from ingest_support import OCTET, TUS, Ingest
 from kubernetes import client
 
 from vidup.localstack.stack import Stack
 from vidup.resource import GROUP, PLURAL, VERSION
+from vidup_ingest import kube_client
+from vidup_ingest.config import IngestConfig
 from vidup_ingest.errors import TusError
 from vidup_ingest.gateway.auth import parse_scopes, token_allows
+from vidup_ingest.tus.handover import Handover
+from vidup_ingest.tus.locks import LockManager
+from vidup_ingest.tus.protocol import UploadInfo
+from vidup_ingest.tus.storage import LocalStorage
+from vidup_ingest.tus.uploads import Uploads
 
 
 @pytest.mark.parametrize(("scopes", "method", "path", "allowed"), [
@@ -185,6 +195,51 @@ def test_every_completion_path_creates_exactly_one_videotranscode(ingest: Ingest
     assert found[_id(zero)]["spec"]["source"]["size"] == 0
     names = [n for n in found if n in {_id(u) for u in (last_patch, with_upload, zero, final)}]
     assert len(names) == len(set(names)) == 4
+
+
+class _SaveLog(LocalStorage):
+    """The real file store, keeping a copy of every info it saves."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.saved: list[UploadInfo] = []
+
+    def save(self, info: UploadInfo) -> None:
+        self.saved.append(info)
+        super().save(info)
+
+
+def test_a_failed_handover_saves_the_finished_info_once_and_the_retry_hands_it_over(
+        kube: Stack, redis_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the Kubernetes API unreachable, completion records the upload as finished and not
+    handed over, in one save (a second, identical save was a wasted write: on S3, a PUT per
+    upload); the retry (the sweep's) once the API answers hands it over and records that."""
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{dead}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "users": [{"name": "u", "user": {"token": "x"}}]}))
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setattr(kube_client, "_api", None)
+    storage = _SaveLog(tmp_path / "store")
+    uploads = Uploads(storage, LockManager(redis.Redis.from_url(redis_url), prefix=f"test:{tmp_path.name}"),
+                      Handover("default"), IngestConfig.from_env(), max_size=1 << 20, expiry_seconds=3600)
+    info, _, _ = uploads.create("acme", length=0, defer=False, metadata_raw=None, concat=None, body=None,
+                                upload_url=lambda upload_id: upload_id)
+    finished = [i for i in storage.saved if i.completed_at is not None]
+    assert len(finished) == 1 and not finished[0].handed_over
+    assert storage.load(info.id) == finished[0]
+    storage.saved.clear()
+    monkeypatch.setenv("KUBECONFIG", str(kube.kubeconfig))  # the API answers now
+    monkeypatch.setattr(kube_client, "_api", None)
+    retried = uploads.retry_handover(finished[0])
+    assert retried.handed_over and storage.load(info.id) == retried
+    assert [i.handed_over for i in storage.saved] == [False, True]
+    assert info.id in _transcodes(kube)
 
 
 def test_terminating_a_finished_upload_deletes_its_bytes_and_its_video(

@@ -282,6 +282,7 @@ def test_collect_orphans_takes_only_old_leftovers_no_record_names(backend: Backe
     data = os.urandom(7 * MIB)
     info = new_upload(store, 20 * MIB)
     append(store, info.id, data, chunk=1 * MIB)  # a part and a pending object, both recorded
+    idle = new_upload(store, 20 * MIB)  # S3: a multipart upload only its info names (no commit yet)
     before = backend.stored_keys()
     stray = uuid.uuid4().hex
     if isinstance(backend.blobs, S3Blobs):
@@ -289,7 +290,7 @@ def test_collect_orphans_takes_only_old_leftovers_no_record_names(backend: Backe
         client.put_object(Bucket=bucket, Key=backend.blobs.key(f"uploads/{info.id}.pending.0ddba11"), Body=b"x")
         for upload_id in (info.id, stray):
             client.create_multipart_upload(Bucket=bucket, Key=backend.blobs.key(f"uploads/{upload_id}"))
-        assert len(backend.multipart_uploads()) == 3
+        assert len(backend.multipart_uploads()) == 4
         expected = 3
     else:
         assert isinstance(backend.blobs, FileBlobs)
@@ -300,11 +301,16 @@ def test_collect_orphans_takes_only_old_leftovers_no_record_names(backend: Backe
     assert store.collect_orphans(time.time() + ORPHAN_AGE + 60) == expected
     assert backend.stored_keys() == before
     if backend.kind == "s3":
-        assert backend.multipart_uploads() == [f"{backend.blobs.key(f'uploads/{info.id}')}"]
+        assert sorted(backend.multipart_uploads()) == sorted(
+            backend.blobs.key(f"uploads/{upload_id}") for upload_id in (info.id, idle.id))
     rest = os.urandom(13 * MIB)
     append(store, info.id, rest, chunk=1 * MIB)
     finish(store, info.id)
     assert digest(backend.data(info.id)) == digest(data + rest)
+    whole = os.urandom(20 * MIB)  # the idle upload's multipart upload still takes its parts
+    append(store, idle.id, whole, chunk=4 * MIB)
+    finish(store, idle.id)
+    assert digest(backend.data(idle.id)) == digest(whole)
 
 
 def test_ids_lists_uploads_and_load_misses(backend: Backend) -> None:
@@ -428,7 +434,7 @@ def test_s3_an_upload_in_one_patch_costs_its_parts_and_records_and_reads_nothing
     now = time.time()
     info = UploadInfo(id=uuid.uuid4().hex, tenant="acme", length=len(data), created_at=now, expires_at=now + 3600)
     store.create(info, Fence("", "t1"))
-    assert calls == ["CreateMultipartUpload", "PutObject", "PutObject"]  # then its state and info
+    assert calls == ["CreateMultipartUpload", "PutObject"]  # then its info, which names it: no state yet
     calls.clear()
     loaded = store.load(info.id, Fence("t1", "t2"))
     assert loaded is not None and loaded.offset == 0
@@ -442,8 +448,9 @@ def test_s3_an_upload_in_one_patch_costs_its_parts_and_records_and_reads_nothing
     done = info.with_(offset=len(data), completed_at=time.time())
     store.save(done)
     store.save(done.with_(handed_over=True))
+    # The state, the object, the finished info, then the state retired without a listing.
     assert sorted(calls) == sorted(["UploadPart"] * 3 + ["PutObject", "CompleteMultipartUpload", "PutObject",
-                                                         "ListObjectsV2", "DeleteObject", "PutObject"])
+                                                         "DeleteObjects", "PutObject"])
     assert digest(s3.data(info.id)) == digest(data)
     assert s3.stored_keys() == {f"uploads/{info.id}", f"uploads/{info.id}.info"}
     assert s3.multipart_uploads() == []

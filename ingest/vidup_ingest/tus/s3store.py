@@ -5,10 +5,12 @@ split), so protocol code never knows the backend. Keys, all under ``VIDUP_S3_PRE
 
 * ``uploads/<id>``: the finished upload as one object, made at completion; the worker reads it.
 * ``uploads/<id>.info``: the :class:`UploadInfo` JSON (creation, completion, expiry). An upload
-  exists once its info does; :meth:`S3Storage.ids` lists these.
+  exists once its info does; :meth:`S3Storage.ids` lists these. From creation it names the
+  multipart upload its creation started (``extra[MPU_EXTRA]``, as tusd's info names its own).
 * ``uploads/<id>.state``: the commit record of an unfinished upload (:class:`_State`): committed
   offset and expiry, the multipart upload, the parts it holds (number, ETag, size) and the
-  *pending* objects that hold the committed bytes after the last part. Retired at completion.
+  *pending* objects that hold the committed bytes after the last part. Written by the first
+  commit (until then the info says it all: offset 0, its multipart upload); retired at completion.
 * ``uploads/<id>.pending.<random>``: committed bytes not yet in a part (S3 refuses parts under
   5 MiB except the last, and a part can neither be appended to nor read back).
 
@@ -55,7 +57,7 @@ server-side when they are one object); an upload that never reached one part
 (under 5 MiB) is one PUT instead, with no multipart upload at all. It is idempotent: after a crash
 between it and the info's save, the multipart upload is gone and the object is found with the
 committed size (asked only then). Saving the completed info retires the state and the pending
-objects, once per process (the save after the handover does not list them again).
+objects it names in one request, once per process (the save after the handover deletes nothing).
 
 **Durability.** Every acknowledged offset is already in the store, so the fsync policy
 (``VIDUP_INGEST_FSYNC``) has no meaning here: it is the store's own durability that counts.
@@ -121,6 +123,10 @@ DEFAULT_PART_SIZE = 8 << 20
 MAX_PENDING = 32
 #: Bytes per read when streaming an object back (pending objects, concatenation).
 READ_CHUNK = 1 << 20
+#: The info's record of the multipart upload an upload's creation started ("" for none). Its
+#: presence says the upload was created here, so a missing state is the first one (nothing
+#: committed yet), not a finished upload's or a concatenation's (their bytes are one object).
+MPU_EXTRA = "s3_multipart_upload"
 
 INFO_SUFFIX = ".info"
 STATE_SUFFIX = ".state"
@@ -323,8 +329,10 @@ class S3Storage:
         self.bucket = blobs.bucket
         self.max_size = max_size
         self.commit_part_size, self.part_size = self.part_sizes(None, part_size)
-        #: The state this thread's last ``load`` read: a PATCH loads its upload under the lock and
-        #: opens its writer right after, so the writer need not GET the state a second time.
+        #: Per thread, ``state``: the state the last ``load`` read (a PATCH loads its upload under
+        #: the lock and opens its writer right after, so the writer need not GET it a second
+        #: time); ``finished``: the state the last ``persist_data`` completed (the completed
+        #: info's save right after retires what it names, without listing).
         self._recent = threading.local()
         self._known = _Known()
         self._retired = _Retired()
@@ -436,19 +444,36 @@ class S3Storage:
 
     @_s3_errors
     def create(self, info: UploadInfo, fence: Fence | None = None) -> None:
-        """The state, then the info: an upload exists once its info does. The multipart upload
-        is created first if the length is known to reach one part (an upload under 5 MiB needs
-        none; a deferred one starts it with its first part). Created under its lock (``fence``),
-        both are remembered, so the first PATCH this process serves reads nothing back."""
+        """One PUT, the info, naming the multipart upload if the length is known to reach one
+        part (an upload under 5 MiB needs none; a deferred one starts it with its first part):
+        an upload exists once its info does, and its state comes with its first commit. Created
+        under its lock (``fence``), it is remembered, so the first PATCH this process serves
+        reads nothing back."""
         mpu = None
         if info.length is not None and info.length >= self.part_sizes(info.length)[0]:
-            # It will have parts: its multipart upload starts with it, recorded in the first state.
+            # It will have parts: its multipart upload starts with it, named by its info.
             mpu = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._data_key(info.id))["UploadId"]
-        state = _State(offset=info.offset, expires_at=info.expires_at, mpu=mpu)
-        self._write_state(info.id, state)
+        info = info.with_(extra={**info.extra, MPU_EXTRA: mpu or ""})
         self.save(info)
         if fence is not None:
-            self._known.remember(info.id, fence.token, info, state)
+            self._known.remember(info.id, fence.token, info,
+                                 _State(offset=info.offset, expires_at=info.expires_at, mpu=mpu))
+
+    @staticmethod
+    def _first_state(info: UploadInfo) -> _State | None:
+        """The state of an unfinished upload created here that no commit has recorded yet (None
+        for any other upload): offset 0 and the multipart upload its info names."""
+        if MPU_EXTRA not in info.extra or info.completed_at is not None or info.gone:
+            return None
+        return _State(offset=0, expires_at=info.expires_at, mpu=info.extra[MPU_EXTRA] or None)
+
+    def _state_of(self, upload_id: str) -> _State | None:
+        """The recorded state, else the first one its info implies (a GET more, only then)."""
+        state = self._read_state(upload_id)
+        if state is None:
+            info = self.peek(upload_id)
+            state = None if info is None else self._first_state(info)
+        return state
 
     @_s3_errors
     def load(self, upload_id: str, fence: Fence | None = None) -> UploadInfo | None:
@@ -466,7 +491,7 @@ class S3Storage:
             if info.completed_at is not None or info.gone:
                 self._known.forget(upload_id)
                 return info
-            read = self._read_state(upload_id)
+            read = self._read_state(upload_id) or self._first_state(info)
             self._recent.state = (upload_id, read)
             if read is None:
                 self._known.forget(upload_id)
@@ -491,13 +516,26 @@ class S3Storage:
         payload = json.dumps(info.to_json(), separators=(",", ":")).encode()
         self._put(self._info_key(info.id), payload)
         if info.completed_at is not None and self._retired.add(info.id):
-            # Pending objects first: a state left alone by a crash still finds its bytes.
             try:
-                self._delete_keys(self._side_keys(info.id))
-                self.client.delete_object(Bucket=self.bucket, Key=self._state_key(info.id))
+                self._retire(info.id)
             except BaseException:
                 self._retired.discard(info.id)
                 raise
+
+    def _retire(self, upload_id: str) -> None:
+        """Delete a finished upload's state and pending objects. Those named by the state this
+        thread's ``persist_data`` just completed go in one request (the usual completion: no
+        listing); otherwise they are listed. A pending object a crash orphaned before any state
+        named it is then left to the sweep (``collect_orphans``), which finds it once the state
+        is gone."""
+        finished = getattr(self._recent, "finished", None)
+        self._recent.finished = None
+        if finished is not None and finished[0] == upload_id:
+            self._delete_keys({self._state_key(upload_id), *finished[1].needed_keys()})
+            return
+        # Pending objects first: a state left alone by a crash still finds its bytes.
+        self._delete_keys(self._side_keys(upload_id))
+        self.client.delete_object(Bucket=self.bucket, Key=self._state_key(upload_id))
 
     @_s3_errors
     def persist_data(self, upload_id: str, fence: Fence | None = None) -> None:
@@ -507,7 +545,8 @@ class S3Storage:
         is done (made before a crash, or before a failed save)."""
         state = self._known.held(upload_id, fence.token) if fence is not None else None
         self._known.forget(upload_id)
-        state = state or self._read_state(upload_id)
+        state = state or self._state_of(upload_id)
+        self._recent.finished = None if state is None else (upload_id, state)  # for ``_retire``
         if state is None:
             return  # nothing pending: a concatenation's object, or an already retired state
         key = self._data_key(upload_id)
@@ -558,7 +597,7 @@ class S3Storage:
         recent = getattr(self._recent, "state", None)
         self._recent.state = None  # used once: any later writer reads the store again
         fresh = recent is not None and recent[0] == info.id and recent[1] is not None
-        state = recent[1] if fresh and recent is not None else self._read_state(info.id)
+        state = recent[1] if fresh and recent is not None else self._state_of(info.id)
         if state is None:
             raise OSError(errno.ENOENT, f"upload {info.id} has no state (finished or discarded)")
         if state.offset != info.offset:
@@ -637,7 +676,7 @@ class S3Storage:
     def _discard(self, upload_id: str) -> None:
         self._known.forget(upload_id)
         key = self._data_key(upload_id)
-        state = self._read_state(upload_id)
+        state = self._state_of(upload_id)
         self._abort(key, state.mpu if state is not None else None)
         self._delete_keys([key, self._state_key(upload_id), *self._side_keys(upload_id)])
 
@@ -665,7 +704,7 @@ class S3Storage:
 
         def named(upload_id: str) -> _State | None:
             if upload_id not in states:
-                states[upload_id] = self._read_state(upload_id)
+                states[upload_id] = self._state_of(upload_id)
             return states[upload_id]
 
         stale: list[str] = []
