@@ -25,6 +25,7 @@ from vidup.storage import Blobs, FileBlobs, S3Blobs
 from vidup.storage.layout import upload_relpath
 from vidup.storage.s3 import make_client
 from vidup_ingest.config import IngestConfig
+from vidup_ingest.tus.partmemory import MapPool
 from vidup_ingest.tus.protocol import UploadInfo
 from vidup_ingest.tus.s3store import MIN_PART_SIZE, S3Storage
 from vidup_ingest.tus.storage import ORPHAN_AGE, Fence, LocalStorage, Storage
@@ -480,3 +481,35 @@ def test_parts_grow_so_the_largest_upload_fits_in_10000(s3: Backend) -> None:
     assert isinstance(s3.blobs, S3Blobs)
     store = S3Storage(s3.blobs, part_size=MIN_PART_SIZE, max_size=200 << 30)
     assert store.commit_part_size * 9_900 >= 200 << 30 and store.part_size >= store.commit_part_size
+
+
+def _rss() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_the_map_pool_keeps_what_a_burst_used_then_gives_it_back() -> None:
+    """Maps given back are taken again (their pages need no fresh faults) while the burst lasts;
+    ``decay`` after their last use all but ``keep`` leave the process, with nobody touching the
+    pool again (its own timer), and the ones kept stay."""
+    size = 8 * MIB
+    pool = MapPool(keep=2, decay=0.5)
+    maps = [pool.take(size) for _ in range(6)]
+    for m in maps:
+        m.write(b"\xff" * size)  # every page resident
+    for m in maps:
+        pool.give(m)
+    assert pool.idle(size) == 6
+    again = [pool.take(size) for _ in range(6)]
+    assert {id(m) for m in again} == {id(m) for m in maps}
+    for m in again:
+        pool.give(m)
+    del maps, again, m
+    resident = _rss()
+    deadline = time.monotonic() + 5
+    while pool.idle(size) > 2:
+        assert time.monotonic() < deadline, "the pool never shrank"
+        time.sleep(0.05)
+    assert resident - _rss() >= 4 * size * 9 // 10  # unmapped, not only forgotten
+    time.sleep(1)
+    assert pool.idle(size) == 2
+

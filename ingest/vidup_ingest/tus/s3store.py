@@ -66,6 +66,8 @@ objects it names in one request, once per process (the save after the handover d
 only as bytes arrive, plus the parts it has uploading: up to ``PARTS_IN_FLIGHT`` (2) while the next
 fills, within a budget of ``IN_FLIGHT_BUDGET`` (8) parts per process, so many concurrent uploads
 cost about one part each. Concatenation streams through one part. Nothing holds a whole upload.
+Part buffers come from a pool of memory maps (:mod:`~vidup_ingest.tus.partmemory`) that keeps
+what a burst of uploads had in use for 30 s after its last use, then gives it back.
 
 Multipart uploads and pending objects a crash left before a state named them (seconds' windows)
 are collected by the sweep once a day old (:meth:`S3Storage.collect_orphans`).
@@ -77,23 +79,22 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import io
 import json
 import logging
-import mmap
 import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import IO, TYPE_CHECKING, Any, ParamSpec, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from vidup.storage.layout import UPLOADS, upload_relpath
 from vidup.storage.s3 import S3Blobs, error_code, not_found
 from vidup_ingest.tus.headers import is_upload_id
+from vidup_ingest.tus.partmemory import Body, PartBuffer
 from vidup_ingest.tus.protocol import UploadInfo
 from vidup_ingest.tus.storage import ORPHAN_AGE, Fence
 
@@ -377,7 +378,7 @@ class S3Storage:
                 return None
             raise
 
-    def _put(self, key: str, data: bytes | _Body) -> None:
+    def _put(self, key: str, data: bytes | Body) -> None:
         body = data if isinstance(data, bytes) else data.stream()
         self.client.put_object(Bucket=self.bucket, Key=key, Body=body)
 
@@ -552,7 +553,7 @@ class S3Storage:
         key = self._data_key(upload_id)
         if not state.parts:
             # Less than one part in all: one PUT of the pending bytes, no multipart upload.
-            self._put(key, _Body(self._read_pending(state.pending)))
+            self._put(key, Body(self._read_pending(state.pending)))
             if state.mpu is not None:
                 self._abort(key, state.mpu)
             return
@@ -576,7 +577,7 @@ class S3Storage:
                     CopySource={"Bucket": self.bucket, "Key": state.pending[0].key})
                 etag = str(got["CopyPartResult"].get("ETag", ""))
             else:
-                body = _Body(self._read_pending(state.pending)).stream()
+                body = Body(self._read_pending(state.pending)).stream()
                 etag = str(self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=state.mpu or "",
                                                    PartNumber=number, Body=body)["ETag"])
             parts.append(_Part(number, etag, tail))
@@ -757,12 +758,12 @@ class S3Writer:
         self._cold = state.pending
         self._cold_size = sum(p.size for p in state.pending)
         self._hot: tuple[_Pending, ...] = ()
-        self._buf = _Buffer(self._part_size - self._cold_size, self._part_size)
+        self._buf = PartBuffer(self._part_size - self._cold_size, self._part_size)
         self._saved = 0
         self._pos = state.offset
         self._base = _Base(state.offset, len(state.parts), state.pending)
         #: Parts on their way to the store, oldest first: (number, upload, its buffer, size).
-        self._inflight: list[tuple[int, Future[Any], _Buffer, int]] = []
+        self._inflight: list[tuple[int, Future[Any], PartBuffer, int]] = []
 
     @property
     def _tail(self) -> int:
@@ -806,12 +807,12 @@ class S3Writer:
         number = last + 1
         if number > MAX_PARTS:
             raise _too_many_parts()
-        body = _Body(store._read_pending(self._cold), self._buf.view())
+        body = Body(store._read_pending(self._cold), self._buf.view())
         if _IN_FLIGHT_SLOTS.acquire(blocking=False):
             upload = _PART_UPLOADS.submit(store.client.upload_part, Bucket=store.bucket, Key=self._key,
                                           UploadId=self._mpu, PartNumber=number, Body=body.stream())
             self._inflight.append((number, upload, self._buf, len(body)))
-            self._buf = _Buffer(self._part_size)
+            self._buf = PartBuffer(self._part_size)
             self._drop_tail()
             self._settle(PARTS_IN_FLIGHT)
         else:  # the process's budget of parts in flight is spent: this one goes up now, in place
@@ -856,14 +857,14 @@ class S3Writer:
             elif self._buf.fill > self._saved:
                 key = store._new_pending_key(self._id)
                 if len(self._cold) + len(self._hot) >= MAX_PENDING:  # merge, so the state stays small
-                    merged = _Body(store._read_pending(self._cold), self._buf.view())
+                    merged = Body(store._read_pending(self._cold), self._buf.view())
                     store._put(key, merged)
                     size = self._tail
                     self._drop_tail()
                     self._cold, self._cold_size = (_Pending(key, size),), size
                     self._buf.clear(self._part_size - size)
                 else:
-                    store._put(key, _Body(self._buf.view(self._saved)))
+                    store._put(key, Body(self._buf.view(self._saved)))
                     self._hot = (*self._hot, _Pending(key, self._buf.fill - self._saved))
                     self._saved = self._buf.fill
             self._advance(_State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
@@ -920,173 +921,6 @@ class S3Writer:
         self._buf.release()
 
 
-class _Maps:
-    """Part buffers as anonymous memory maps, kept for reuse.
-
-    Why maps: a map's pages become resident only as bytes are written into it (a trickle costs a
-    page), and a map leaves the process as soon as nothing uses it, whatever the allocator's
-    heuristics. Parts held as 256 KiB bytearray blocks freed into glibc's per-thread arenas, which
-    kept them: about 900 MiB at 32 concurrent uploads. Why reuse: a fresh page costs a fault on its
-    first write (on this project's VMs a host fault too; see bench/upload's ``warm_free_memory``),
-    and a long upload writes one part after another. ``IDLE`` maps per size wait here between uses.
-    """
-
-    IDLE = 4
-
-    def __init__(self) -> None:
-        self._idle: dict[int, list[mmap.mmap]] = {}
-        self._mutex = threading.Lock()
-
-    def take(self, size: int) -> mmap.mmap:
-        with self._mutex:
-            pool = self._idle.get(size)
-            if pool:
-                return pool.pop()
-        return mmap.mmap(-1, size)
-
-    def give(self, region: mmap.mmap) -> None:
-        """Back to the pool, or dropped: unmapped once the last view of it is gone (never closed
-        here, as a finished request may still hold a view)."""
-        with self._mutex:
-            pool = self._idle.setdefault(len(region), [])
-            if len(pool) < self.IDLE:
-                pool.append(region)
-
-
-_MAPS = _Maps()
-
-
-class _Buffer:
-    """Up to ``limit`` bytes (at most one part) in one map from the pool, taken at the first byte,
-    reused from part to part by its writer and given back by ``release``: never while a request
-    still reads it, which callers ensure by releasing only after the upload of its bytes ended."""
-
-    def __init__(self, limit: int, capacity: int = 0) -> None:
-        self.fill = 0
-        self.limit = limit
-        self.capacity = max(limit, capacity)
-        self._map: mmap.mmap | None = None
-
-    def _region(self) -> mmap.mmap:
-        if self._map is None:
-            self._map = _MAPS.take(self.capacity)
-        return self._map
-
-    def window(self, count: int) -> memoryview:
-        """Where the next ``count`` bytes (at most what fits) go; ``advance`` counts them."""
-        count = min(count, self.limit - self.fill)
-        return memoryview(self._region())[self.fill:self.fill + count]
-
-    def advance(self, count: int) -> None:
-        if self.fill + count > self.limit:
-            raise ValueError("a part buffer cannot hold more than one part")
-        self.fill += count
-
-    def append(self, data: bytes | memoryview) -> None:
-        if self.fill + len(data) > self.limit:
-            raise ValueError("a part buffer cannot hold more than one part")
-        self._region()[self.fill:self.fill + len(data)] = data
-        self.fill += len(data)
-
-    def view(self, start: int = 0) -> list[memoryview]:
-        """The bytes from ``start`` to the end (one view, or none)."""
-        if self._map is None or self.fill <= start:
-            return []
-        return [memoryview(self._map)[start:self.fill]]
-
-    def clear(self, limit: int) -> None:
-        self.fill = 0
-        self.limit = limit
-        if limit > self.capacity:
-            self.release()
-            self.capacity = limit
-
-    def release(self) -> None:
-        if self._map is not None:
-            _MAPS.give(self._map)
-            self._map = None
-        self.fill = 0
-
-
-class _Body:
-    """Byte strings sent as one request body without joining them: a seekable file over views
-    (botocore reads it once to sign it and once to send it, and rewinds it for retries)."""
-
-    def __init__(self, *chunks: bytes | memoryview | list[memoryview]) -> None:
-        flat: list[bytes | memoryview] = []
-        for c in chunks:
-            flat.extend(c if isinstance(c, list) else [c])
-        self._chunks = [memoryview(c) for c in flat if len(c)]
-        self._size = sum(len(c) for c in self._chunks)
-
-    def __len__(self) -> int:
-        return self._size
-
-    def stream(self) -> IO[bytes]:
-        return cast(IO[bytes], _BodyStream(self._chunks, self._size))
-
-
-class _BodyStream(io.RawIOBase):
-    def __init__(self, chunks: list[memoryview], size: int) -> None:
-        super().__init__()
-        self._chunks = chunks
-        self._size = size
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def __len__(self) -> int:
-        return self._size
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
-        self._pos = max(0, min(self._size, base + offset))
-        return self._pos
-
-    def read(self, size: int | None = -1) -> bytes | memoryview:
-        """A view of the next bytes, at most ``size`` and within one chunk (a raw read may return
-        fewer): botocore hashes them and urllib3 sends them as they are, never copied here."""
-        if self._pos >= self._size:
-            return b""
-        if size is None or size < 0:
-            rest = bytearray(self._size - self._pos)
-            self.readinto(rest)
-            return bytes(rest)
-        skip = self._pos
-        for chunk in self._chunks:
-            if skip >= len(chunk):
-                skip -= len(chunk)
-                continue
-            n = min(len(chunk) - skip, size)
-            self._pos += n
-            return chunk[skip:skip + n]
-        return b""
-
-    def readinto(self, buffer: Any) -> int:
-        out = memoryview(buffer).cast("B")
-        done = 0
-        skip = self._pos
-        for chunk in self._chunks:
-            if skip >= len(chunk):
-                skip -= len(chunk)
-                continue
-            n = min(len(chunk) - skip, len(out) - done)
-            out[done:done + n] = chunk[skip:skip + n]
-            done += n
-            skip = 0
-            if done == len(out):
-                break
-        self._pos += done
-        return done
-
-
 class _Assembler:
     """Builds one object from byte ranges of others: copies inside the store where a range can be
     a part of its own, streams through one part-sized buffer where it cannot."""
@@ -1096,7 +930,7 @@ class _Assembler:
         self.key = key
         self.mpu: str | None = None
         self.parts: list[_Part] = []
-        self.buf = _Buffer(store.part_size)
+        self.buf = PartBuffer(store.part_size)
 
     @property
     def buffered(self) -> int:
@@ -1119,7 +953,7 @@ class _Assembler:
             return
         mpu, number = self._start(), self._next_number()
         got = self.store.client.upload_part(Bucket=self.store.bucket, Key=self.key, UploadId=mpu,
-                                            PartNumber=number, Body=_Body(self.buf.view()).stream())
+                                            PartNumber=number, Body=Body(self.buf.view()).stream())
         self.parts.append(_Part(number, str(got["ETag"]), self.buf.fill))
         self.buf.clear(self.store.part_size)
 
@@ -1163,7 +997,7 @@ class _Assembler:
         """The last part (any size) and the completion; a whole that never needed a part is one
         PUT."""
         if self.mpu is None:
-            self.store._put(self.key, _Body(self.buf.view()))
+            self.store._put(self.key, Body(self.buf.view()))
             self.buf.release()
             return
         self.flush()
