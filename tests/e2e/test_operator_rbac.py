@@ -80,7 +80,9 @@ def test_the_whole_lifecycle_works_with_only_the_charts_rbac(world: World) -> No
     world.create(name, world.upload(name, seconds=3))
     status = world.wait_phase(name, {"Completed", "Failed"})
     assert status["phase"] == "Completed"
-    assert {"Queued", "Started", "Completed"} <= {e["reason"] for e in world.events(name)}
+    # The Completed event is posted after the status that says so (as in test_operator_faults).
+    wait_for(lambda: {"Queued", "Started", "Completed"} <= {e["reason"] for e in world.events(name)}, 10,
+             f"{name}'s Queued, Started and Completed events")
     outputs = world.storage_dir / status["outputs"]["path"]
     world.custom.delete_namespaced_custom_object("vidup.io", "v1alpha1", world.namespace, "videotranscodes", name)
     wait_for(lambda: world.get(name) is None, 60, f"{name} to be deleted through the finalizer")
