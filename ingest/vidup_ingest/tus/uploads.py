@@ -120,14 +120,14 @@ class Uploads:
             self.storage.persist_data(info.id, fence)  # on the disk before anything counts it as finished
             metrics.UPLOADS_FINISHED.inc()
         info = info.with_(completed_at=info.completed_at or time.time())
-        unsaved = True
+        changed = True  # the info differs from the one the store holds
         if not info.is_partial and not info.handed_over:
             self.storage.save(info)  # completed before the handover, so a crash here is retried
             # A failed handover (the API down, or no cluster) leaves the info as just saved.
-            unsaved = self.handover.create(info, self.storage.relpath(info.id))
-            if unsaved:
+            changed = self.handover.create(info, self.storage.relpath(info.id))
+            if changed:
                 info = info.with_(handed_over=True)
-        if unsaved:
+        if changed:
             self.storage.save(info)
         self.quotas.track(info, consumed)
         return info
