@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import signal
 import time
 import uuid
@@ -25,7 +26,7 @@ from vidup.storage import Blobs, FileBlobs, S3Blobs
 from vidup.storage.layout import upload_relpath
 from vidup.storage.s3 import make_client
 from vidup_ingest.config import IngestConfig
-from vidup_ingest.tus.partmemory import MapPool
+from vidup_ingest.tus.partmemory import SMALL_PAGES, MapPool, new_map
 from vidup_ingest.tus.protocol import UploadInfo
 from vidup_ingest.tus.s3store import MIN_PART_SIZE, S3Storage
 from vidup_ingest.tus.storage import ORPHAN_AGE, Fence, LocalStorage, Storage
@@ -485,6 +486,33 @@ def test_parts_grow_so_the_largest_upload_fits_in_10000(s3: Backend) -> None:
 
 def _rss() -> int:
     return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _huge_pages() -> int:
+    """Bytes of this process's anonymous memory in transparent huge pages."""
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) << 10
+    raise AssertionError("no AnonHugePages in /proc/self/smaps_rollup")
+
+
+def test_a_part_map_takes_huge_pages_past_its_first_two_mib_and_a_trickle_stays_small() -> None:
+    """A full 8 MiB part faults its pages past ``SMALL_PAGES`` in as 2 MiB pages (a handful of
+    faults instead of 1,536) where the kernel offers transparent huge pages on advice, as this
+    project's machines do; a few kilobytes cost no huge page."""
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    assert "[never]" not in thp, f"this machine's kernel gives no transparent huge pages: {thp}"
+    size = 8 * MIB
+    huge = _huge_pages()
+    trickle = new_map(size)
+    trickle[:4096] = b"\x01" * 4096
+    assert _huge_pages() == huge
+    full, data = new_map(size), b"\xff" * size
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    full[:] = data
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    assert _huge_pages() - huge == size - SMALL_PAGES
+    assert faults < SMALL_PAGES // 4096 + 256, faults  # the small pages, and other threads' faults
 
 
 def test_the_map_pool_keeps_what_a_burst_used_then_gives_it_back() -> None:

@@ -3,6 +3,7 @@ and request bodies over views of them (:class:`Body`), so a part is never copied
 
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -21,6 +22,7 @@ class MapPool:
 
     Why reuse: a fresh page costs a fault on its first write (on this project's VMs a host fault
     too; see bench/upload's ``warm_free_memory``), and uploads write one part after another.
+    Maps come from :func:`new_map`, whose huge pages make the faults a pool still misses cheaper.
     ``keep`` maps per size wait here for good; every other map given back waits ``decay`` seconds
     for its next use, then leaves (the newest are taken first, so the oldest age out), as
     jemalloc's decay keeps freed pages for seconds before it returns them. So a burst of uploads
@@ -46,7 +48,7 @@ class MapPool:
             pool = self._idle.get(size)
             if pool:
                 return pool.pop()[1]
-        return mmap.mmap(-1, size)
+        return new_map(size)
 
     def give(self, region: mmap.mmap) -> None:
         """Back to the pool (unmapped once it leaves it and the last view of it is gone: never
@@ -81,6 +83,27 @@ class MapPool:
         with self._mutex:
             self._timer = None
             self._trim(time.monotonic())
+
+
+#: The start of a map that keeps small pages: a trickle of bytes costs 4 KiB pages, not a 2 MiB one.
+SMALL_PAGES = 2 << 20
+
+
+def new_map(size: int) -> mmap.mmap:
+    """A private anonymous map whose bytes past ``SMALL_PAGES`` may come as transparent huge pages.
+
+    Why: the first write to a fresh 4 KiB page costs a fault, 2,048 of them per 8 MiB part; one
+    2 MiB page replaces 512 of them. On this project's machine a fresh 8 MiB part cost 8.3 ms to
+    fill with small pages and 1.9 ms with huge ones. Private, because anonymous *shared* memory is
+    shmem, which the kernel's ``shmem_enabled`` (usually ``never``) keeps off huge pages; the first
+    ``SMALL_PAGES`` stay small, so a map a small PATCH touched holds kilobytes, not 2 MiB. Where the
+    kernel has no THP, or ``enabled`` is ``never``, the advice changes nothing.
+    """
+    region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if size > SMALL_PAGES:
+        with contextlib.suppress(OSError):  # a kernel built without THP refuses the advice
+            region.madvise(mmap.MADV_HUGEPAGE, SMALL_PAGES, size - SMALL_PAGES)
+    return region
 
 
 MAPS = MapPool()
