@@ -260,6 +260,24 @@ def catches_sigterm(pid: int) -> bool:
     return bool(caught & (1 << (signal.SIGTERM - 1)))
 
 
+def test_only_the_workers_main_thread_takes_stop_signals(cluster: Cluster) -> None:
+    """Every thread of a worker but the main one blocks SIGTERM and SIGINT, so a stop interrupts the
+    main thread's wait for the horse at once: one taken by another thread waited for the horse's
+    exit or the next heartbeat alarm (30 s) before the drain began."""
+    (worker,) = cluster.start_workers(1, VIDUP_X264_PRESET="ultrafast")
+    cluster.source("masks", size="640x360", seconds=2)
+    job = cluster.enqueue("masks", renditions=(360,), seconds=2)
+    assert cluster.wait_finished(job).status == "completed"  # RQ's pubsub and the drain watcher run
+    masks = {}
+    for task in Path(f"/proc/{worker.pid}/task").iterdir():
+        status = (task / "status").read_text().splitlines()
+        masks[int(task.name)] = int(next(line.split()[1] for line in status if line.startswith("SigBlk:")), 16)
+    stop = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
+    assert masks.pop(worker.pid) & stop == 0, "the main thread must take the stop"
+    assert len(masks) >= 2, masks  # RQ's pubsub thread and the drain watcher at least
+    assert all(mask & stop == stop for mask in masks.values()), {t: hex(m) for t, m in masks.items()}
+
+
 @pytest.mark.parametrize("how", ["drain-time-up", "second-signal"])
 def test_stopped_worker_hands_its_running_job_back_at_once(cluster: Cluster, how: str) -> None:
     # the second-signal case drains for longer than the test waits: only the second signal can end it

@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import FrameType
@@ -246,10 +246,15 @@ class TranscodeWorker(Worker):
             pipeline.execute()
         self.log.warning("handed job %s back to the front of queue %s", job.id, queue.name)
 
+    def subscribe(self) -> None:
+        with stop_signals_blocked():  # RQ's pubsub thread starts here
+            super().subscribe()
+
     def monitor_work_horse(self, job: Job, queue: Queue, execution: Any) -> None:
         if self._drain_watcher is None:
             self._drain_watcher = threading.Thread(target=self._watch_drain, name="vidup-drain", daemon=True)
-            self._drain_watcher.start()
+            with stop_signals_blocked():
+                self._drain_watcher.start()
         with self._drain_lock:
             self._monitored_job_id = job.id
         horse_pid = self.horse_pid  # RQ zeroes it once the horse is reaped
@@ -283,6 +288,28 @@ class TranscodeWorker(Worker):
             self.log.warning("could not read the measurements of job %s: %s", job.id, exc)
             record = None
         metrics.record_job(record, horse_pid, stopped=self._stopped_job_id == job.id)
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """Start the worker's threads in here: they inherit a signal mask that keeps SIGTERM and SIGINT
+    away from them, so the kernel delivers a stop to the main thread.
+
+    Why: a process-wide signal may go to any thread that does not block it, and Python runs the
+    handler only in the main thread, at its next bytecode. The main thread sits in ``wait4`` for
+    the horse, which only a signal delivered to the main thread interrupts: a stop taken by RQ's
+    pubsub thread waited for the horse's exit or the next heartbeat alarm (30 s) to be handled
+    (the drain then started late; CI saw the encode finish first). A stop arriving in here stays
+    pending and reaches the main thread when the block ends.
+    """
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def job_video_id(job: Job) -> str | None:
@@ -339,7 +366,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # after a SIGKILL), and in a container the pid is always 1, so host.pid would crash-loop a
     # worker restarted in place. A dead run is still found by its heartbeat.
     name = args.name or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:6]}"
-    metrics.serve_from_env()  # here, not in the loop below: one server for every restart of RQ's
+    with stop_signals_blocked():  # the metrics server's thread
+        metrics.serve_from_env()  # here, not in the loop below: one server for every restart of RQ's loop
     born = False
     while True:
         wait_for_redis(settings.redis_url)
