@@ -95,9 +95,10 @@ def new_map(size: int) -> mmap.mmap:
     Why: the first write to a fresh 4 KiB page costs a fault, 2,048 of them per 8 MiB part; one
     2 MiB page replaces 512 of them. On this project's machine a fresh 8 MiB part took 2,048 faults
     and about 12 ms to fill as a shared map, 515 faults and about 4 ms as this one. Private,
-    because anonymous *shared* memory is shmem, which the kernel's ``shmem_enabled`` (usually ``never``) keeps off huge pages; the first
-    ``SMALL_PAGES`` stay small, so a map a small PATCH touched holds kilobytes, not 2 MiB. Where the
-    kernel has no THP, or ``enabled`` is ``never``, the advice changes nothing.
+    because anonymous *shared* memory is shmem, which the kernel's ``shmem_enabled`` (usually
+    ``never``) keeps off huge pages; the first ``SMALL_PAGES`` stay small, so a map a small PATCH
+    touched holds kilobytes, not 2 MiB. Where the kernel has no THP, or ``enabled`` is ``never``,
+    the advice changes nothing.
     """
     region = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     if size > SMALL_PAGES:
