@@ -253,11 +253,14 @@ def worker_key(worker: ManagedProcess) -> str:
     return Worker.redis_worker_namespace_prefix + worker.name
 
 
+def signal_mask(status: Path, field: str) -> int:
+    """A signal mask (``SigCgt``, ``SigBlk``...) of a process or thread, from its /proc status file."""
+    return int(next(line.split()[1] for line in status.read_text().splitlines() if line.startswith(f"{field}:")), 16)
+
+
 def catches_sigterm(pid: int) -> bool:
     """RQ installs its handlers only after registering the worker (and starting its scheduler)."""
-    with open(f"/proc/{pid}/status") as f:
-        caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
-    return bool(caught & (1 << (signal.SIGTERM - 1)))
+    return bool(signal_mask(Path(f"/proc/{pid}/status"), "SigCgt") & (1 << (signal.SIGTERM - 1)))
 
 
 def test_only_the_workers_main_thread_takes_stop_signals(cluster: Cluster) -> None:
@@ -268,10 +271,8 @@ def test_only_the_workers_main_thread_takes_stop_signals(cluster: Cluster) -> No
     cluster.source("masks", size="640x360", seconds=2)
     job = cluster.enqueue("masks", renditions=(360,), seconds=2)
     assert cluster.wait_finished(job).status == "completed"  # RQ's pubsub and the drain watcher run
-    masks = {}
-    for task in Path(f"/proc/{worker.pid}/task").iterdir():
-        status = (task / "status").read_text().splitlines()
-        masks[int(task.name)] = int(next(line.split()[1] for line in status if line.startswith("SigBlk:")), 16)
+    tasks = Path(f"/proc/{worker.pid}/task").iterdir()
+    masks = {int(task.name): signal_mask(task / "status", "SigBlk") for task in tasks}
     stop = (1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))
     assert masks.pop(worker.pid) & stop == 0, "the main thread must take the stop"
     assert len(masks) >= 2, masks  # RQ's pubsub thread and the drain watcher at least
