@@ -168,30 +168,33 @@ class TranscodeWorker(Worker):
     # FFmpeg included); ``_handle_stopped_job`` then requeues the job instead of failing it, and the
     # worker loop exits because a stop was requested.
     #
-    # The signal handlers only store a number: RQ's horse monitor raises out of a SIGALRM handler every
-    # heartbeat, which can unwind a SIGTERM handler at any point (e.g. while RQ joins the scheduler), and
-    # a handler must never wait for a lock the interrupted main thread may hold.
+    # The handlers store the deadline themselves and leave the killing to the watcher: a handler must
+    # never wait for a lock the interrupted main thread may hold. They hold back the heartbeat alarm
+    # while they run (:func:`alarm_held`): RQ's horse monitor raises out of a SIGALRM handler every
+    # heartbeat, which cut a stop short before RQ recorded it (CI saw no drain start in 30 s).
 
     def request_stop(self, signum: int, frame: FrameType | None) -> None:
         """First SIGTERM/SIGINT: RQ's warm shutdown, plus the drain deadline if a job is running."""
-        if self.get_state() == WorkerStatus.BUSY:
-            self._end_drain_by(time.monotonic() + self.drain_seconds)
-            self._stop_requested = True  # as RQ's _shutdown does, in case an alarm cuts it short
-            self.log.info("stop requested: the running job has %gs to finish before it is handed back",
-                          self.drain_seconds)
-        super().request_stop(signum, frame)  # idle: raises StopRequested, the worker exits at once
+        with alarm_held():
+            if self.get_state() == WorkerStatus.BUSY:
+                self._end_drain_by(time.monotonic() + self.drain_seconds)
+                self._stop_requested = True  # as RQ's _shutdown does
+                self.log.info("stop requested: the running job has %gs to finish before it is handed back",
+                              self.drain_seconds)
+            super().request_stop(signum, frame)  # idle: raises StopRequested, the worker exits at once
 
     def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
         """A further signal while a job runs hands it back now; RQ's cold shutdown would kill the horse
         and exit, leaving the job STARTED until its heartbeat expires. Idle, it is RQ's cold shutdown."""
-        if self._monitored_job_id is None:
-            super().request_force_stop(signum, frame)
-            return
-        requested = self._shutdown_requested_date
-        if requested is not None and now() - requested < timedelta(seconds=1):
-            return  # RQ's guard: the same stop delivered twice (e.g. by a pool and by the terminal)
-        self._end_drain_by(time.monotonic())
-        self.log.warning("second stop signal: handing the running job back now")
+        with alarm_held():
+            if self._monitored_job_id is None:
+                super().request_force_stop(signum, frame)
+                return
+            requested = self._shutdown_requested_date
+            if requested is not None and now() - requested < timedelta(seconds=1):
+                return  # RQ's guard: the same stop delivered twice (e.g. by a pool and by the terminal)
+            self._end_drain_by(time.monotonic())
+            self.log.warning("second stop signal: handing the running job back now")
 
     def _end_drain_by(self, deadline: float) -> None:
         if self._drain_deadline is None or deadline < self._drain_deadline:
@@ -301,15 +304,36 @@ def stop_signals_blocked() -> Iterator[None]:
     Why: a process-wide signal may go to any thread that does not block it, and Python runs the
     handler only in the main thread, at its next bytecode. The main thread sits in ``wait4`` for
     the horse, which only a signal delivered to the main thread interrupts: a stop taken by RQ's
-    pubsub thread waited for the horse's exit or the next heartbeat alarm (30 s) to be handled
-    (the drain then started late; CI saw the encode finish first). A stop arriving in here stays
-    pending and reaches the main thread when the block ends.
+    pubsub thread waited for the horse's exit or the next heartbeat alarm. A stop arriving in here
+    stays pending and reaches the main thread when the block ends.
     """
     previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
+def alarm_held() -> Iterator[None]:
+    """Run a signal handler's body in here: a SIGALRM arriving meanwhile is only noted, and its
+    handler runs when the body is done, as if the alarm had come just after it.
+
+    Why: RQ's horse monitor arms an alarm each heartbeat whose handler raises, and Python runs it
+    in the main thread at its next bytecode, so inside whatever handler is running there. A stop
+    handler writing to Redis (RQ's shutdown date) was unwound halfway, and the stop was half done.
+    Blocking SIGALRM in the main thread would not help: another thread would take it and Python
+    would still run the handler in the main thread. What is left is the few bytecodes before the
+    swap below.
+    """
+    frames: list[FrameType | None] = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: frames.append(frame))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+    if frames and callable(previous):
+        previous(signal.SIGALRM, frames[0])  # RQ's monitor catches what this raises, as ever
 
 
 def job_video_id(job: Job) -> str | None:
