@@ -14,11 +14,15 @@ from typing import Any
 
 import pytest
 from ingest_support import Ingest, IngestFactory, finish, offset_of, open_patch, upload_id
+from kubernetes import client
 
 from vidup.localstack.s3_server import S3Server
 from vidup.localstack.stack import Stack
+from vidup.resource import GROUP, PLURAL, VERSION
 from vidup.storage import S3Blobs
 from vidup.storage.layout import upload_relpath
+from vidup_ingest.tus.s3store import S3Storage
+from vidup_ingest.tus.storage import Fence
 
 MiB = 1024 * 1024
 #: S3's smallest part: the ingest's parts are made this small so a few MiB cross part boundaries.
@@ -154,6 +158,44 @@ def test_sigkill_between_two_parts_resumes_without_duplicate_or_missing_part(s3_
     finish(again, url, data)
     assert again.stored_bytes(url) == data
     assert again.multipart_uploads(url) == []
+
+
+def test_a_completion_cut_short_before_its_record_is_finished_by_the_resumed_patch(kube: Stack,
+                                                                                  s3_ingests: IngestFactory) -> None:
+    """The last commit of an upload is left to its completion (no state PUT), so an ingest that
+    dies between CompleteMultipartUpload and the finished info leaves the object whole and the
+    older record. That is made here as such an ingest would have made it: a store on the same
+    bucket commits the last byte and completes under its own hold, and saves nothing after. The
+    client's HEAD then hears the older offset and it sends the bytes again: the PATCH finds the
+    object whole, answers the upload finished, hands it over, and leaves only the object and its
+    info behind."""
+    ing = s3_ingests(VIDUP_INGEST_S3_PART_SIZE=str(PART))
+    data = os.urandom(12 * MiB + 5)
+    url = ing.create(len(data))
+    assert isinstance(ing.blobs, S3Blobs)
+    crashed = S3Storage(ing.blobs, part_size=PART)
+    fence = Fence("", "the-ingest-that-died")
+    info = crashed.load(upload_id(url), fence)
+    assert info is not None
+    writer = crashed.open_writer(info, fence)
+    try:
+        writer.write(data)
+        writer.commit(len(data), time.time() + 3600)
+    finally:
+        writer.close()
+    crashed.persist_data(upload_id(url), fence)
+    assert ing.stored_bytes(url) == data and ing.multipart_uploads(url) == []
+
+    assert offset_of(ing, url) == 0
+    r = ing.patch(url, 0, data)
+    assert r.status_code == 204 and r.headers["Upload-Offset"] == str(len(data)), (r.status_code, r.text)
+    assert offset_of(ing, url) == len(data)
+    assert ing.stored_bytes(url) == data
+    key = upload_relpath(upload_id(url))
+    assert sorted(ing.keys_of(url)) == [key, key + ".info"], "no state and no pending object left"
+    with kube.api_client() as api:
+        client.CustomObjectsApi(api).get_namespaced_custom_object(GROUP, VERSION, "default", PLURAL,
+                                                                  upload_id(url))  # handed over
 
 
 class _Blocks:

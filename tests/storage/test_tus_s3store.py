@@ -29,7 +29,7 @@ from vidup_ingest.config import IngestConfig
 from vidup_ingest.tus.partmemory import SMALL_PAGES, MapPool, new_map
 from vidup_ingest.tus.protocol import UploadInfo
 from vidup_ingest.tus.s3store import MIN_PART_SIZE, S3Storage
-from vidup_ingest.tus.storage import ORPHAN_AGE, Fence, LocalStorage, Storage
+from vidup_ingest.tus.storage import ORPHAN_AGE, AlreadyWhole, Fence, LocalStorage, Storage
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -414,20 +414,21 @@ def test_s3_a_returning_holder_reads_nothing_and_any_other_hold_reads_again(s3: 
     replica = S3Storage(s3.blobs, part_size=MIN_PART_SIZE)
     assert patch(replica, Fence("t3", "r1"), chunks[3]) == 9 * MIB
     gets.clear()
-    assert patch(store, Fence("r1", "t4"), chunks[4]) == 12 * MIB  # what the replica committed
-    assert len(gets) == 2
+    loaded = store.load(upload_id, Fence("", "t4"))  # the record of holders was lost: read again
+    assert loaded is not None and loaded.offset == 12 * MIB and len(gets) == 2
     gets.clear()
-    loaded = store.load(upload_id, Fence("", "t5"))  # the record of holders was lost: read again
-    assert loaded is not None and loaded.offset == 20 * MIB and len(gets) == 2
-    finish(store, upload_id)
+    assert patch(store, Fence("r1", "t5"), chunks[4]) == 12 * MIB  # what the replica committed
+    assert len(gets) == 2
+    store.persist_data(upload_id, Fence("r1", "t5"))  # the last byte's hold completes, as the protocol does
     assert digest(s3.data(upload_id)) == digest(b"".join(chunks))
 
 
-def test_s3_an_upload_in_one_patch_costs_its_parts_and_records_and_reads_nothing(s3: Backend) -> None:
+def test_s3_an_upload_in_one_patch_costs_its_parts_and_its_info_and_reads_nothing(s3: Backend) -> None:
     """The requests of one upload as the protocol makes them (created under its lock, one PATCH
     under the next hold, completion, the saves before and after the handover): the multipart
     upload starts with the upload, the last bytes go up as its last part (no pending object to
-    copy), and nothing is read back, not even at completion; the finished upload is retired once."""
+    copy), the commit of the last byte leaves its record to the completion (no state to write,
+    then delete), and nothing is read back."""
     store = s3.store
     assert isinstance(store, S3Storage) and isinstance(s3.blobs, S3Blobs)
     calls: list[str] = []
@@ -446,18 +447,71 @@ def test_s3_an_upload_in_one_patch_costs_its_parts_and_records_and_reads_nothing
         writer.commit(len(data), now + 3600)
     finally:
         writer.close()
+    assert s3.stored_keys() == {f"uploads/{info.id}.info"}  # no state
+    calls.remove("ListObjectsV2")  # that look
     store.persist_data(info.id, Fence("t1", "t2"))
     done = info.with_(offset=len(data), completed_at=time.time())
     store.save(done)
     store.save(done.with_(handed_over=True))
-    # The state, the object, the finished info, then the state retired without a listing.
-    assert sorted(calls) == sorted(["UploadPart"] * 3 + ["PutObject", "CompleteMultipartUpload", "PutObject",
-                                                         "DeleteObjects", "PutObject"])
+    # The parts, the object, the finished info before and after the handover.
+    assert sorted(calls) == sorted(["UploadPart"] * 3 + ["CompleteMultipartUpload", "PutObject", "PutObject"])
     assert digest(s3.data(info.id)) == digest(data)
     assert s3.stored_keys() == {f"uploads/{info.id}", f"uploads/{info.id}.info"}
     assert s3.multipart_uploads() == []
     calls.clear()
     assert store.peek(info.id) == done.with_(handed_over=True) and calls == ["GetObject"]
+
+
+@pytest.mark.parametrize("resume", ["one-body", "small-patches"])
+def test_s3_a_completion_a_crash_cut_short_is_finished_by_the_resuming_writer(s3: Backend, resume: str) -> None:
+    """The window the unrecorded last commit opens: the object is made, then the process dies
+    before the finished info is saved, so the next process reads the older record (here the
+    first one: offset 0) and the client sends the bytes again. The first part it tries meets the
+    completed multipart upload: the writer finds the object whole and says so (AlreadyWhole),
+    the completion under that hold keeps the object as it is, and nothing is left behind.
+    ``small-patches``: the resumed bytes come as 1 MiB PATCHes, each recorded with its pending
+    object, until one fills a part."""
+    store = s3.store
+    assert isinstance(store, S3Storage)
+    data = os.urandom(12 * MIB + 7)
+    now = time.time()
+    info = UploadInfo(id=uuid.uuid4().hex, tenant="acme", length=len(data), created_at=now, expires_at=now + 3600)
+    store.create(info, Fence("", "t1"))
+    loaded = store.load(info.id, Fence("t1", "t2"))
+    assert loaded is not None
+    writer = store.open_writer(loaded, Fence("t1", "t2"))
+    try:
+        writer.write(data)
+        writer.commit(len(data), now + 3600)
+    finally:
+        writer.close()
+    store.persist_data(info.id, Fence("t1", "t2"))
+    assert s3.multipart_uploads() == [] and digest(s3.data(info.id)) == digest(data)
+
+    replica = S3Storage(s3.blobs, part_size=MIN_PART_SIZE)  # the next process: no memory of the upload
+    step = len(data) if resume == "one-body" else 1 * MIB
+    sessions = 0
+    for start in range(0, len(data), step):
+        fence = Fence(f"r{sessions}" if sessions else "", f"r{sessions + 1}")
+        sessions += 1
+        again = replica.load(info.id, fence)
+        assert again is not None and again.offset == start and again.completed_at is None
+        writer = replica.open_writer(again, fence)
+        try:
+            writer.write(data[start:start + step])
+            writer.commit(start + len(data[start:start + step]), now + 3600)
+        except AlreadyWhole:
+            break
+        finally:
+            writer.close()
+    else:
+        pytest.fail("no writer found the object whole")
+    assert sessions == (1 if resume == "one-body" else 5)  # the fifth MiB fills the first 5 MiB part
+    replica.persist_data(info.id, fence)
+    replica.save(info.with_(offset=len(data), completed_at=time.time()))
+    assert digest(s3.data(info.id)) == digest(data)
+    assert s3.stored_keys() == {f"uploads/{info.id}", f"uploads/{info.id}.info"}, "no state, no pending object"
+    assert s3.multipart_uploads() == []
 
 
 def test_s3_storage_errors_are_os_errors(s3: Backend) -> None:

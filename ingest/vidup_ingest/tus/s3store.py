@@ -20,7 +20,12 @@ received durable *in the store* before the offset counts: at least 5 MiB pending
 less as a new pending object holding only the bytes since the last commit (one PUT per commit
 whatever the chunk size: tusd re-uploads its whole ``.part`` object on every PATCH); then the state
 is written (the commit point), then objects it no longer names are deleted. An ingest SIGKILLed at
-any moment loses nothing it acknowledged. The parts a session uploads are only *recorded* by a
+any moment loses nothing it acknowledged. The commit of an upload's last byte, once every byte is in
+a part, writes no state: the protocol completes the upload at once under the same hold, and its
+``CompleteMultipartUpload`` is the record (a state would be deleted a moment later). A crash before
+it loses only bytes the client never heard counted; a crash after it, before the finished info, is
+found by the resuming writer, whose first part meets the completed multipart upload
+(:class:`~vidup_ingest.tus.storage.AlreadyWhole`). The parts a session uploads are only *recorded* by a
 commit: a part nobody committed (a crash, a failed checksum, a lost lock) is never listed in
 ``CompleteMultipartUpload`` and its part number is simply uploaded again by the next session.
 In mid-body a *checkpoint* (every ``VIDUP_INGEST_COMMIT_BYTES``) is a commit that waits for no
@@ -86,7 +91,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -96,7 +101,7 @@ from vidup.storage.s3 import S3Blobs, error_code, not_found
 from vidup_ingest.tus.headers import is_upload_id
 from vidup_ingest.tus.partmemory import Body, PartBuffer
 from vidup_ingest.tus.protocol import UploadInfo
-from vidup_ingest.tus.storage import ORPHAN_AGE, Fence
+from vidup_ingest.tus.storage import ORPHAN_AGE, AlreadyWhole, Fence
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -189,7 +194,10 @@ class _State:
     """The commit record of an unfinished upload (``uploads/<id>.state``).
 
     The committed bytes are, in order, the ``parts`` of the multipart upload ``mpu``, then the
-    ``pending`` objects; ``offset`` is their total.
+    ``pending`` objects; ``offset`` is their total. ``stored``: whether the store holds a state
+    object of the upload (this one or an older one), which its retirement must then delete.
+    ``made``: the object was found whole (:class:`AlreadyWhole`); only its retirement is left.
+    Neither flag is part of the record.
     """
 
     offset: int
@@ -198,6 +206,8 @@ class _State:
     parts: tuple[_Part, ...] = ()
     pending: tuple[_Pending, ...] = ()
     base: _Base | None = None
+    stored: bool = field(default=False, compare=False)
+    made: bool = field(default=False, compare=False)
 
     def needed_keys(self) -> set[str]:
         """Every pending object this state needs kept."""
@@ -227,6 +237,7 @@ class _State:
             base=None if base is None else _Base(
                 int(base["offset"]), int(base["parts"]),
                 tuple(_Pending(str(k), int(s)) for k, s in base.get("pending", ()))),
+            stored=True,
         )
 
 
@@ -532,7 +543,10 @@ class S3Storage:
         finished = getattr(self._recent, "finished", None)
         self._recent.finished = None
         if finished is not None and finished[0] == upload_id:
-            self._delete_keys({self._state_key(upload_id), *finished[1].needed_keys()})
+            state: _State = finished[1]
+            keys = state.needed_keys() | ({self._state_key(upload_id)} if state.stored else set())
+            if keys:  # an upload finished by its first commit has nothing to retire
+                self._delete_keys(keys)
             return
         # Pending objects first: a state left alone by a crash still finds its bytes.
         self._delete_keys(self._side_keys(upload_id))
@@ -544,13 +558,17 @@ class S3Storage:
         recorded as finished); the state is the one this hold (``fence``) committed, if known.
         Idempotent: when the multipart upload is gone, a finished object of the committed size
         is done (made before a crash, or before a failed save)."""
-        state = self._known.held(upload_id, fence.token) if fence is not None else None
+        token = fence.token if fence is not None else None
+        state = self._take_unrecorded(upload_id, token or "")
+        state = state or (self._known.held(upload_id, token) if token is not None else None)
         self._known.forget(upload_id)
         state = state or self._state_of(upload_id)
         self._recent.finished = None if state is None else (upload_id, state)  # for ``_retire``
         if state is None:
             return  # nothing pending: a concatenation's object, or an already retired state
         key = self._data_key(upload_id)
+        if state.made:
+            return
         if not state.parts:
             # Less than one part in all: one PUT of the pending bytes, no multipart upload.
             self._put(key, Body(self._read_pending(state.pending)))
@@ -561,6 +579,20 @@ class S3Storage:
             self._finish_multipart(key, state)
         except ClientError as exc:
             self._made(key, state, exc)
+
+    def _keep_unrecorded(self, upload_id: str, token: str, state: _State) -> None:
+        """Hand the state a hold committed without a PUT to that hold's ``persist_data``, on this
+        thread (the protocol completes on the thread that committed). Not in ``_known`` alone:
+        that memory is bounded, and ``persist_data`` falling back to the store's older state
+        would make an object of fewer bytes than the upload's."""
+        self._recent.unrecorded = (upload_id, token, state)
+
+    def _take_unrecorded(self, upload_id: str, token: str) -> _State | None:
+        kept = getattr(self._recent, "unrecorded", None)
+        if kept is None or kept[0] != upload_id or kept[1] != token:
+            return None
+        self._recent.unrecorded = None
+        return kept[2]
 
     def _finish_multipart(self, key: str, state: _State) -> None:
         """The pending bytes as the last part (copied server-side if they are one object), then
@@ -773,7 +805,7 @@ class S3Writer:
     def write(self, data: bytes | memoryview) -> None:
         view = memoryview(data)
         part = self._part_size
-        with _as_os_error("upload part"):
+        with self._storing("upload part"):
             while view:
                 take = min(part - self._tail, len(view))
                 self._buf.append(view[:take])
@@ -791,7 +823,7 @@ class S3Writer:
         self._buf.advance(count)
         self._pos += count
         if self._tail >= self._part_size:
-            with _as_os_error("upload part"):
+            with self._storing("upload part"):
                 self._upload_part()
 
     def _upload_part(self) -> None:
@@ -801,8 +833,7 @@ class S3Writer:
             self._mpu = store.client.create_multipart_upload(Bucket=store.bucket, Key=self._key)["UploadId"]
             # Recorded at once, so an abandoned session's multipart upload is still aborted by
             # delete/discard (the rest of the committed state is unchanged).
-            self._committed = replace(self._committed, mpu=self._mpu)
-            self._record(self._committed)
+            self._committed = self._record(replace(self._committed, mpu=self._mpu))
         last = self._inflight[-1][0] if self._inflight else self._parts[-1].number if self._parts else 0
         number = last + 1
         if number > MAX_PARTS:
@@ -849,7 +880,7 @@ class S3Writer:
         # The last bytes of an upload with parts go up as its last part, which S3 allows to be
         # small: no pending object to copy at completion.
         last = offset == self._length and self._tail > 0 and bool(self._parts or self._inflight)
-        with _as_os_error("commit"):
+        with self._storing("commit"):
             self._settle(0)
             if self._tail >= self._commit_part_size or last:
                 self._upload_part()
@@ -867,8 +898,25 @@ class S3Writer:
                     store._put(key, Body(self._buf.view(self._saved)))
                     self._hot = (*self._hot, _Pending(key, self._buf.fill - self._saved))
                     self._saved = self._buf.fill
-            self._advance(_State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
-                                 pending=self._cold + self._hot, base=self._base))
+            state = _State(offset=offset, expires_at=expires_at, mpu=self._mpu, parts=tuple(self._parts),
+                           pending=self._cold + self._hot, base=self._base, stored=self._committed.stored)
+            if self._completes(state):
+                self._committed = state
+                self._store._keep_unrecorded(self._id, self._token or "", state)
+                self._store._known.update(self._id, self._token, state)
+                return
+            self._advance(state)
+
+    def _completes(self, state: _State) -> bool:
+        """Whether ``state``, the commit of the upload's last byte, can go unrecorded: the protocol
+        completes the upload at once under the same hold, and ``persist_data`` makes the object
+        from this state (its CompleteMultipartUpload is the record). Only when every byte is in a
+        part and no pending object became stale: a state PUT then bought nothing but its own
+        deletion a moment later (2 of the 6 small requests of an upload sent in one PATCH).
+        A crash before the finished info is saved leaves the older record; the resuming PATCH
+        then finds the object whole (``_storing``)."""
+        return (self._token is not None and state.offset == self._length and not state.pending
+                and not self._committed.needed_keys() - state.needed_keys())
 
     def checkpoint(self, offset: int, expires_at: float) -> None:
         """A commit that never waits for a part in flight: with none in flight (a slow client's
@@ -881,7 +929,7 @@ class S3Writer:
         behind what was recorded before; pending objects all end before it (they precede the
         oldest part this session sent), so the state names none.
         """
-        with _as_os_error("commit"):
+        with self._storing("commit"):
             self._settle(0, wait=False)
             if not self._inflight:
                 self.commit(offset, expires_at)
@@ -893,21 +941,48 @@ class S3Writer:
 
     def _advance(self, state: _State) -> None:
         """Record ``state`` (the commit point), then delete the pending objects it no longer needs."""
-        self._record(state)
+        state = self._record(state)
         stale = self._committed.needed_keys() - state.needed_keys()
         self._committed = state
         if stale:
             self._store._delete_keys(stale)
 
-    def _record(self, state: _State) -> None:
+    def _record(self, state: _State) -> _State:
         """PUT the state, and keep the store's memory of the upload in step (forgotten if the
-        PUT's outcome is unknown)."""
+        PUT's outcome is unknown); returns it as stored."""
         try:
             self._store._write_state(self._id, state)
         except BaseException:
             self._store._known.forget(self._id)
             raise
+        state = replace(state, stored=True)
         self._store._known.update(self._id, self._token, state)
+        return state
+
+    @contextlib.contextmanager
+    def _storing(self, what: str) -> Iterator[None]:
+        """S3 failures as ``OSError`` (see ``_as_os_error``), except the one a completion cut short
+        by a crash leaves: the multipart upload is gone and the object is there, whole. The
+        writer then hands ``persist_data`` a state of the whole length (whose completion finds
+        the object made) and raises :class:`AlreadyWhole`; the client's bytes are the same
+        bytes, so they need not be taken again."""
+        try:
+            with _as_os_error(what):
+                yield
+        except OSError as exc:
+            cause = exc.__cause__
+            if not (isinstance(cause, ClientError) and _no_such_upload(cause) and self._length is not None):
+                raise
+            with _as_os_error(what):
+                whole = self._store._object_size(self._key) == self._length
+            if not whole:
+                raise
+            state = replace(self._committed, offset=self._length, made=True)
+            self._committed = state
+            self._store._keep_unrecorded(self._id, self._token or "", state)
+            log.warning("upload %s: its object was already whole (a completion cut short); finishing it",
+                        self._id)
+            raise AlreadyWhole(self._id) from exc
 
     def close(self) -> None:
         """Drop what was not committed (its parts, if any, are overwritten by the next session),

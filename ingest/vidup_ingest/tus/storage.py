@@ -66,10 +66,22 @@ class Fence:
     token: str
 
 
+class AlreadyWhole(Exception):
+    """A writer found its upload's bytes already whole in the store: a completion that a crash
+    cut short before the upload was recorded as finished (the S3 store makes the finished object
+    before anything records it). The caller finishes the upload (``persist_data`` under the same
+    hold, then the finished info) instead of taking the rest of the body."""
+
+
 class UploadWriter(Protocol):
     def write(self, data: bytes | memoryview) -> None: ...
     def commit(self, offset: int, expires_at: float) -> None:
-        """Make every byte written so far count: durable per the fsync policy, then recorded."""
+        """Make every byte written so far count: durable per the fsync policy, then recorded.
+
+        The commit of an upload's last byte under a lock hold may leave its record to the
+        ``persist_data`` of the same hold, which the protocol calls right after (on S3 that saves
+        a state PUT and its deletion per upload): until then a crash loses only bytes the client
+        has not heard counted. Any call of a writer may raise :class:`AlreadyWhole`."""
         ...
 
     def checkpoint(self, offset: int, expires_at: float) -> None:

@@ -23,7 +23,7 @@ from vidup_ingest.tus.headers import Checksum, Concat, upload_id_from_url
 from vidup_ingest.tus.locks import HeldLock, LockManager
 from vidup_ingest.tus.metadata import parse_metadata, video_options
 from vidup_ingest.tus.protocol import PatchPlan, UploadInfo, check_creation_length, concat_final_id, plan_patch
-from vidup_ingest.tus.storage import Fence, Storage
+from vidup_ingest.tus.storage import AlreadyWhole, Fence, Storage
 from vidup_ingest.tus.transfer import receive
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ class Body:
 @dataclass
 class PatchOutcome:
     info: UploadInfo
-    #: why the body ended early, if it did ("stopped" = taken over, "disconnected")
+    #: why the body ended early, if it did ("stopped" = taken over, "disconnected", "whole" = the
+    #: store already held every byte: a completion a crash cut short, finished now)
     ending: str = "eof"
 
 
@@ -274,10 +275,12 @@ class Uploads:
 
         reader = open_body(body.stream, self.config)
         metrics.UPLOADS_IN_PROGRESS.inc()
+        ending = "eof"
         try:
             result = receive(reader, writer, max_bytes=plan.max_bytes, read_size=self.config.read_size,
                              commit_bytes=self.config.commit_bytes, checksum=body.checksum, stop=stop,
                              checkpoint=checkpoint)
+            ending = result.ending
             if result.ending == "overflow":
                 self._roll_back(original, writer)
                 raise TusError(413, "the body goes past the upload's length")
@@ -290,6 +293,11 @@ class Uploads:
             metrics.RECEIVED_BYTES.inc(result.received)
         except _LockLost:
             return PatchOutcome(original, "stopped")
+        except AlreadyWhole:
+            # A completion a crash cut short: the bytes are all stored, the rest of the body is
+            # not needed, and the upload is finished below (the connection then closes).
+            current[0] = current[0].with_(offset=current[0].length or 0)
+            ending = "whole"
         finally:
             metrics.UPLOADS_IN_PROGRESS.dec()
             reader.close()
@@ -297,7 +305,7 @@ class Uploads:
         info = current[0]
         if info.complete:
             info = self._complete(info, fence=held.fence)
-        return PatchOutcome(info, result.ending)
+        return PatchOutcome(info, ending)
 
     def _roll_back(self, original: UploadInfo, writer: Any) -> None:
         """Forget a body that must not count: restore the info and cut the data back."""
