@@ -114,6 +114,20 @@ def upload(store: Storage, data: bytes, chunk: int, patch: int, concat: str = ""
     return finish(store, info.id)
 
 
+def held_patch(store: S3Storage, upload_id: str, fence: Fence, data: bytes) -> int:
+    """One PATCH as the protocol makes it, under a hold of the upload's lock (``fence``): load,
+    write, commit the end. Returns the offset it started from."""
+    info = store.load(upload_id, fence)
+    assert info is not None
+    writer = store.open_writer(info, fence)
+    try:
+        writer.write(data)
+        writer.commit(info.offset + len(data), time.time() + 3600)
+    finally:
+        writer.close()
+    return info.offset
+
+
 def digest(data: bytes | None) -> str:
     assert data is not None
     return hashlib.sha256(data).hexdigest()
@@ -392,15 +406,7 @@ def test_s3_a_returning_holder_reads_nothing_and_any_other_hold_reads_again(s3: 
         lambda params, **_: gets.append(params["url_path"]) if params["url_path"].endswith(records) else None)
 
     def patch(on: S3Storage, fence: Fence, data: bytes) -> int:
-        info = on.load(upload_id, fence)
-        assert info is not None
-        writer = on.open_writer(info, fence)
-        try:
-            writer.write(data)
-            writer.commit(info.offset + len(data), time.time() + 3600)
-        finally:
-            writer.close()
-        return info.offset
+        return held_patch(on, upload_id, fence, data)
 
     info = new_upload(store, 20 * MIB)
     upload_id = info.id
@@ -439,14 +445,7 @@ def test_s3_an_upload_in_one_patch_costs_its_parts_and_its_info_and_reads_nothin
     store.create(info, Fence("", "t1"))
     assert calls == ["CreateMultipartUpload", "PutObject"]  # then its info, which names it: no state yet
     calls.clear()
-    loaded = store.load(info.id, Fence("t1", "t2"))
-    assert loaded is not None and loaded.offset == 0
-    writer = store.open_writer(loaded, Fence("t1", "t2"))
-    try:
-        writer.write(data)
-        writer.commit(len(data), now + 3600)
-    finally:
-        writer.close()
+    assert held_patch(store, info.id, Fence("t1", "t2"), data) == 0
     assert s3.stored_keys() == {f"uploads/{info.id}.info"}  # no state
     calls.remove("ListObjectsV2")  # that look
     store.persist_data(info.id, Fence("t1", "t2"))
@@ -477,14 +476,7 @@ def test_s3_a_completion_a_crash_cut_short_is_finished_by_the_resuming_writer(s3
     now = time.time()
     info = UploadInfo(id=uuid.uuid4().hex, tenant="acme", length=len(data), created_at=now, expires_at=now + 3600)
     store.create(info, Fence("", "t1"))
-    loaded = store.load(info.id, Fence("t1", "t2"))
-    assert loaded is not None
-    writer = store.open_writer(loaded, Fence("t1", "t2"))
-    try:
-        writer.write(data)
-        writer.commit(len(data), now + 3600)
-    finally:
-        writer.close()
+    held_patch(store, info.id, Fence("t1", "t2"), data)
     store.persist_data(info.id, Fence("t1", "t2"))
     assert s3.multipart_uploads() == [] and digest(s3.data(info.id)) == digest(data)
 
@@ -494,16 +486,10 @@ def test_s3_a_completion_a_crash_cut_short_is_finished_by_the_resuming_writer(s3
     for start in range(0, len(data), step):
         fence = Fence(f"r{sessions}" if sessions else "", f"r{sessions + 1}")
         sessions += 1
-        again = replica.load(info.id, fence)
-        assert again is not None and again.offset == start and again.completed_at is None
-        writer = replica.open_writer(again, fence)
         try:
-            writer.write(data[start:start + step])
-            writer.commit(start + len(data[start:start + step]), now + 3600)
+            assert held_patch(replica, info.id, fence, data[start:start + step]) == start
         except AlreadyWhole:
             break
-        finally:
-            writer.close()
     else:
         pytest.fail("no writer found the object whole")
     assert sessions == (1 if resume == "one-body" else 5)  # the fifth MiB fills the first 5 MiB part
